@@ -1,0 +1,154 @@
+"""Every DICOM code, code table and fixed constant the project uses, in one place.
+
+The writers (repair, SR, SEG) and the readers (export, validate) use the same tables, so
+the round trip reads with the tables it wrote with.  Code meanings are the DICOM ones
+(PS3.16), not the full SNOMED names (several exceed the 64 characters of LO).
+"""
+
+from __future__ import annotations
+
+from pydicom.sr.coding import Code
+
+# --- SOP classes and transfer syntaxes -------------------------------------------------
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+
+# Our implementation identity in the file meta (2.25 root: a UUID-derived UID of our own).
+IMPLEMENTATION_CLASS_UID = "2.25.200766926329412436131390584425327496193"
+IMPLEMENTATION_VERSION_NAME = "VINDR_DICOM_01"  # SH, at most 16 characters
+
+# --- Dataset-level constants ------------------------------------------------------------
+
+DATASET_NAME = "VinDr-Mammo"
+DATASET_VERSION = "1.0.0"
+MANUFACTURER = "vindr-dicom"
+PATIENT_ID_PREFIX = "VINDR-"
+STUDY_DESCRIPTION_PREFIX = "VinDr-Mammo-"  # + split: exact-matchable over QIDO (no spaces)
+SPLITS = ("training", "test")
+
+LATERALITIES = ("L", "R")
+VIEWS = ("CC", "MLO")
+
+# --- Finding categories (VinDr labels -> codes) -----------------------------------------
+
+SCT = "SCT"
+DCM = "DCM"
+
+FINDING_CODES: dict[str, Code] = {
+    "Mass": Code("129788004", SCT, "Mammographic breast mass"),
+    "Suspicious Calcification": Code("129769006", SCT, "Calcification Cluster"),
+    "Asymmetry": Code("129790003", SCT, "Asymmetric breast tissue"),
+    "Focal Asymmetry": Code("129789007", SCT, "Focal asymmetric breast tissue"),
+    "Global Asymmetry": Code("129790003", SCT, "Asymmetric breast tissue"),
+    "Architectural Distortion": Code("129792006", SCT, "Architectural distortion of breast"),
+    "Skin Thickening": Code("129797000", SCT, "Skin thickening of breast"),
+    "Skin Retraction": Code("129796009", SCT, "Skin retraction of breast"),
+    "Nipple Retraction": Code("271955004", SCT, "Nipple retraction"),
+    "Suspicious Lymph Node": Code("127189005", SCT, "Axillary adenopathy"),
+}
+NO_FINDING = "No Finding"
+FINDING_LABELS: tuple[str, ...] = tuple(FINDING_CODES)
+
+# Context group each finding code is drawn from (membership checked by validate).
+FINDING_CIDS: dict[str, int] = {
+    "Mass": 6017,
+    "Suspicious Calcification": 6015,
+    "Asymmetry": 6017,
+    "Focal Asymmetry": 6017,
+    "Global Asymmetry": 6017,
+    "Architectural Distortion": 6015,
+    "Skin Thickening": 6015,
+    "Skin Retraction": 6015,
+    "Suspicious Lymph Node": 6015,
+    "Nipple Retraction": 6056,
+}
+
+FINDING_CATEGORY = Code("49755003", SCT, "Morphologically Abnormal Structure")  # CID 7150
+
+# --- Assessments --------------------------------------------------------------------------
+
+ASSESSMENT_CATEGORY = Code("111005", DCM, "Assessment Category")  # TID 4203
+BIRADS_CODES: dict[int, Code] = {  # CID 6027 (pydicom's codes.cid6027 is empty)
+    0: Code("397138000", SCT, "0 - Incomplete - Need additional imaging evaluation +/- priors"),
+    1: Code("397140005", SCT, "1 - Negative"),
+    2: Code("397141009", SCT, "2 - Benign"),
+    3: Code("397143007", SCT, "3 - Probably Benign"),
+    4: Code("397144001", SCT, "4 - Suspicious"),
+    5: Code("397145000", SCT, "5 - Highly suggestive of malignancy"),
+}
+
+BREAST_COMPOSITION = Code("129715009", SCT, "Breast composition")  # TID 4205
+DENSITY_CODES: dict[str, Code] = {  # CID 6000
+    "A": Code("129716005", SCT, "Almost entirely fat"),
+    "B": Code("129717001", SCT, "Scattered fibroglandular densities"),
+    "C": Code("129718006", SCT, "Heterogeneously dense"),
+    "D": Code("129719003", SCT, "Extremely dense"),
+}
+
+# --- Views, laterality, anatomy --------------------------------------------------------------
+
+VIEW_CODES: dict[str, Code] = {  # CID 4014
+    "CC": Code("399162004", SCT, "cranio-caudal"),
+    "MLO": Code("399368009", SCT, "medio-lateral oblique"),
+}
+
+LATERALITY_CODES: dict[str, Code] = {  # CID 244
+    "L": Code("7771000", SCT, "Left"),
+    "R": Code("24028007", SCT, "Right"),
+}
+BREAST_SIDE_CODES: dict[str, Code] = {
+    "L": Code("80248007", SCT, "Left breast"),
+    "R": Code("73056007", SCT, "Right breast"),
+}
+
+BREAST = Code("76752008", SCT, "Breast")  # CID 4013 (anatomic region), finding site
+
+GEOMETRIC_PURPOSE = Code("130400", DCM, "Geometric purpose of region")
+BOUNDED_BY = Code("75958009", SCT, "Bounded by")  # CID 219
+IMAGING_PROCEDURE = Code("363679005", SCT, "Imaging procedure")
+
+# De-identification method codes (CID 7050).
+DEID_METHOD_CODES: tuple[Code, ...] = (
+    Code("113100", DCM, "Basic Application Confidentiality Profile"),
+    Code("113108", DCM, "Retain Patient Characteristics Option"),
+)
+DEID_METHOD_TEXT = (
+    "VinDr-Mammo 1.0.0 keep-list de-identification; identifiers regenerated by vindr-dicom"
+)
+
+# --- PatientOrientation (PS3.3 C.8.11.7 / PS3.17 mammography orientation) -------------------
+# The column direction (top -> bottom) for a non-flipped image; the row direction is A when
+# the chest wall lies on the left image edge (nipple towards the right), P otherwise.
+COLUMN_DIRECTION: dict[tuple[str, str], str] = {
+    ("L", "CC"): "R",
+    ("R", "CC"): "L",
+    ("L", "MLO"): "FR",
+    ("R", "MLO"): "FL",
+}
+
+# --- Vendors -------------------------------------------------------------------------------
+
+# Vendors whose detectors burn the view label into the pixels (defect N8).
+BURNED_IN_LABEL_MANUFACTURERS = ("SIEMENS",)
+
+
+def cid_values(cid: int) -> set[tuple[str, str]]:
+    """(scheme, value) pairs of context group ``cid``.
+
+    Taken from pydicom's copy of PS3.16, independent of the tables above, so that a wrong
+    entry in this module is caught; CID 6027 (BI-RADS), which pydicom leaves empty, comes
+    from :data:`BIRADS_CODES`.
+    """
+    if cid == 6027:
+        return {(c.scheme_designator, c.value) for c in BIRADS_CODES.values()}
+    from pydicom.sr.codedict import codes
+
+    collection = getattr(codes, f"cid{cid}")
+    return {
+        (getattr(collection, name).scheme_designator, getattr(collection, name).value)
+        for name in collection.dir()
+    }
