@@ -1,0 +1,389 @@
+"""Read a VinDr-Mammo release: parse its CSVs exactly as published and join them to the files.
+
+Every problem found is returned as a :class:`~converter.records.Problem` naming the CSV row
+or file; reading goes on past bad rows, so one typo does not stop a 20,000-image run.
+File checksums are not computed here: the conversion workers verify them while streaming.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .codes import FINDING_LABELS, LATERALITIES, NO_FINDING, SPLITS, VIEWS
+from .records import Box, Finding, ImageRecord, Problem, StudyRecord
+from .uids import is_hex_id
+
+BREAST_CSV = "breast-level_annotations.csv"
+FINDING_CSV = "finding_annotations.csv"
+METADATA_CSV = "metadata.csv"
+SUMS_FILE = "SHA256SUMS.txt"
+LICENSE_FILE = "LICENSE.txt"
+IMAGE_SUFFIX = ".dicom"
+
+BREAST_HEADER = (
+    "study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",
+    "breast_birads", "breast_density", "split",
+)
+FINDING_HEADER = BREAST_HEADER[:-1] + (
+    "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax", "split",
+)
+METADATA_HEADER = (
+    "SOP Instance UID", "Series Instance UID", "SOP Instance UID", "Patient's Age",
+    "View Position", "Image Laterality", "Photometric Interpretation", "Rows", "Columns",
+    "Imager Pixel Spacing", "Pixel Spacing", "Pixel Padding Value",
+    "Pixel Padding Range Limit", "Window Center", "Window Width", "Rescale Intercept",
+    "Rescale Slope", "Rescale Type", "Window Center & Width Explanation", "Manufacturer",
+    "Manufacturer's Model Name",
+)
+
+_BIRADS = re.compile(r"^BI-RADS ([0-6])$")
+_DENSITY = re.compile(r"^DENSITY ([A-D])$")
+_SUM_LINE = re.compile(r"^([0-9a-f]{64}) (.+)$")
+
+
+class ReleaseError(Exception):
+    """The folder is not a VinDr-Mammo release at all (missing or unreadable CSV)."""
+
+
+@dataclass
+class Release:
+    """A parsed release: studies in CSV order, checksums, and every problem found."""
+
+    root: Path
+    studies: list[StudyRecord] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def images(self) -> list[ImageRecord]:
+        return [image for study in self.studies for image in study.images]
+
+
+def parse_birads(text: str) -> int:
+    """``'BI-RADS 4'`` -> 4; raises ValueError otherwise."""
+    match = _BIRADS.match(text)
+    if not match:
+        raise ValueError(f"not a BI-RADS value: {text!r}")
+    return int(match.group(1))
+
+
+def format_birads(value: int | None) -> str:
+    """4 -> ``'BI-RADS 4'``; None -> ``''`` (the CSV's empty finding_birads)."""
+    return "" if value is None else f"BI-RADS {value}"
+
+
+def parse_density(text: str) -> str:
+    """``'DENSITY C'`` -> ``'C'``; raises ValueError otherwise."""
+    match = _DENSITY.match(text)
+    if not match:
+        raise ValueError(f"not a density value: {text!r}")
+    return match.group(1)
+
+
+def format_density(value: str) -> str:
+    return f"DENSITY {value}"
+
+
+def parse_categories(text: str) -> tuple[str, ...]:
+    """Parse the Python-list literal of finding_categories, keeping label order."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(f"finding_categories is not a list literal: {text!r}") from exc
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"finding_categories is not a non-empty list of labels: {text!r}")
+    unknown = [v for v in value if v not in FINDING_LABELS and v != NO_FINDING]
+    if unknown:
+        raise ValueError(f"unknown finding label(s) {unknown} in {text!r}")
+    if NO_FINDING in value and len(value) > 1:
+        raise ValueError(f"'No Finding' combined with other labels: {text!r}")
+    return tuple(value)
+
+
+def format_categories(labels: tuple[str, ...]) -> str:
+    """Labels -> the release's list literal, e.g. ``['Nipple Retraction', 'Mass']``."""
+    return "[" + ", ".join(f"'{label}'" for label in labels) + "]"
+
+
+def _read_csv(path: Path, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """Rows of a CSV as (line number, fields) after checking the exact header."""
+    if not path.is_file():
+        raise ReleaseError(f"{path.name} not found in {path.parent}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        try:
+            found = tuple(next(reader))
+        except StopIteration:
+            raise ReleaseError(f"{path.name} is empty") from None
+        if found != header:
+            raise ReleaseError(f"{path.name}: unexpected header {','.join(found)}")
+        return [(reader.line_num, row) for row in reader if row]
+
+
+def _parse_breast_row(line: int, row: list[str]) -> ImageRecord:
+    if len(row) != len(BREAST_HEADER):
+        raise ValueError(f"{len(row)} fields, expected {len(BREAST_HEADER)}")
+    values = dict(zip(BREAST_HEADER, row))
+    for key in ("study_id", "series_id", "image_id"):
+        if not is_hex_id(values[key]):
+            raise ValueError(f"{key} {values[key]!r} is not a 32-digit hex id")
+    if values["laterality"] not in LATERALITIES:
+        raise ValueError(f"laterality {values['laterality']!r} is not L or R")
+    if values["view_position"] not in VIEWS:
+        raise ValueError(f"view_position {values['view_position']!r} is not CC or MLO")
+    if values["split"] not in SPLITS:
+        raise ValueError(f"split {values['split']!r} is not training or test")
+    height, width = int(values["height"]), int(values["width"])
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size {height}x{width} is not positive")
+    return ImageRecord(
+        study_id=values["study_id"],
+        series_id=values["series_id"],
+        image_id=values["image_id"],
+        laterality=values["laterality"],
+        view=values["view_position"],
+        height=height,
+        width=width,
+        breast_birads=parse_birads(values["breast_birads"]),
+        breast_density=parse_density(values["breast_density"]),
+        split=values["split"],
+        row=line,
+    )
+
+
+def _parse_finding_row(line: int, row: list[str], image: ImageRecord) -> Finding | None:
+    """A Finding for a box row, None for a No Finding row; raises ValueError when bad."""
+    if len(row) != len(FINDING_HEADER):
+        raise ValueError(f"{len(row)} fields, expected {len(FINDING_HEADER)}")
+    values = dict(zip(FINDING_HEADER, row))
+    repeated = {
+        "series_id": image.series_id,
+        "laterality": image.laterality,
+        "view_position": image.view,
+        "height": str(image.height),
+        "width": str(image.width),
+        "breast_birads": format_birads(image.breast_birads),
+        "breast_density": format_density(image.breast_density),
+        "split": image.split,
+    }
+    for key, expected in repeated.items():
+        if values[key] != expected:
+            raise ValueError(
+                f"{key} {values[key]!r} disagrees with {BREAST_CSV} line {image.row} ({expected!r})"
+            )
+    labels = parse_categories(values["finding_categories"])
+    coords = [values[k] for k in ("xmin", "ymin", "xmax", "ymax")]
+    if labels == (NO_FINDING,):
+        if values["finding_birads"] or any(coords):
+            raise ValueError("a 'No Finding' row carries a BI-RADS or box value")
+        return None
+    if not all(coords):
+        raise ValueError("box row with an empty coordinate")
+    box = Box.from_text(*coords)
+    if not (box.xmin < box.xmax and box.ymin < box.ymax):
+        raise ValueError(f"empty box {','.join(coords)}")
+    birads = parse_birads(values["finding_birads"]) if values["finding_birads"] else None
+    return Finding(categories=labels, birads=birads, box=box, row=line)
+
+
+def _parse_sums(path: Path, problems: list[Problem]) -> dict[str, str]:
+    sums: dict[str, str] = {}
+    if not path.is_file():
+        problems.append(Problem("warning", "no-checksums", f"{SUMS_FILE} not found: "
+                                "files cannot be verified", file=SUMS_FILE))
+        return sums
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            match = _SUM_LINE.match(line.rstrip("\n"))
+            if not match:
+                problems.append(Problem("warning", "bad-checksum-line",
+                                        "line is not '<sha256> <path>'", file=SUMS_FILE,
+                                        row=number))
+                continue
+            sums[match.group(2)] = match.group(1)
+    return sums
+
+
+def _parse_metadata(path: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
+    """metadata.csv rows by image id, with the duplicated header renamed as pandas does."""
+    if not path.is_file():
+        problems.append(Problem("warning", "no-metadata", f"{METADATA_CSV} not found",
+                                file=METADATA_CSV))
+        return {}
+    names = list(METADATA_HEADER)
+    names[2] = "SOP Instance UID.1"
+    try:
+        rows = _read_csv(path, METADATA_HEADER)
+    except ReleaseError as exc:
+        problems.append(Problem("warning", "bad-metadata", str(exc), file=METADATA_CSV))
+        return {}
+    metadata = {}
+    for line, row in rows:
+        if len(row) != len(names):
+            problems.append(Problem("warning", "bad-metadata-row",
+                                    f"{len(row)} fields, expected {len(names)}",
+                                    file=METADATA_CSV, row=line))
+            continue
+        metadata[row[0]] = dict(zip(names, row))
+    return metadata
+
+
+def read_release(root: Path) -> Release:
+    """Parse a release folder; raises :class:`ReleaseError` only when it is not one."""
+    root = Path(root)
+    release = Release(root=root)
+    problems = release.problems
+
+    images: dict[str, ImageRecord] = {}
+    order: list[str] = []
+    for line, row in _read_csv(root / BREAST_CSV, BREAST_HEADER):
+        try:
+            image = _parse_breast_row(line, row)
+        except ValueError as exc:
+            problems.append(Problem("error", "bad-breast-row", str(exc), file=BREAST_CSV,
+                                    row=line))
+            continue
+        if image.image_id in images:
+            problems.append(Problem("error", "duplicate-image",
+                                    f"image {image.image_id} listed twice (first at line "
+                                    f"{images[image.image_id].row})", file=BREAST_CSV,
+                                    row=line, image_id=image.image_id))
+            continue
+        images[image.image_id] = image
+        order.append(image.image_id)
+
+    findings: dict[str, list[Finding]] = defaultdict(list)
+    finding_rows: dict[str, int] = defaultdict(int)
+    for line, row in _read_csv(root / FINDING_CSV, FINDING_HEADER):
+        image_id = row[2] if len(row) > 2 else ""
+        image = images.get(image_id)
+        if image is None:
+            problems.append(Problem("error", "unknown-image",
+                                    f"image {image_id!r} is not in {BREAST_CSV}",
+                                    file=FINDING_CSV, row=line, image_id=image_id))
+            continue
+        if row[0] != image.study_id:
+            problems.append(Problem("error", "bad-finding-row",
+                                    f"study_id {row[0]!r} disagrees with {BREAST_CSV} line "
+                                    f"{image.row}", file=FINDING_CSV, row=line,
+                                    image_id=image_id))
+            continue
+        try:
+            finding = _parse_finding_row(line, row, image)
+        except ValueError as exc:
+            problems.append(Problem("error", "bad-finding-row", str(exc), file=FINDING_CSV,
+                                    row=line, study_id=image.study_id, image_id=image_id))
+            continue
+        finding_rows[image_id] += 1
+        if finding is not None:
+            findings[image_id].append(finding)
+            _note_finding(finding, image, problems)
+
+    release.checksums = _parse_sums(root / SUMS_FILE, problems)
+    metadata = _parse_metadata(root / METADATA_CSV, problems)
+
+    by_study: dict[str, list[ImageRecord]] = defaultdict(list)
+    for image_id in order:
+        image = images[image_id]
+        if finding_rows[image_id] == 0:
+            problems.append(Problem("warning", "no-finding-row",
+                                    f"image has no row in {FINDING_CSV}", file=BREAST_CSV,
+                                    row=image.row, study_id=image.study_id, image_id=image_id))
+        elif findings[image_id] and finding_rows[image_id] > len(findings[image_id]):
+            problems.append(Problem("warning", "mixed-finding-rows",
+                                    f"image has box rows and a 'No Finding' row in "
+                                    f"{FINDING_CSV}", file=BREAST_CSV, row=image.row,
+                                    study_id=image.study_id, image_id=image_id))
+        path = root / image.relpath
+        if not path.is_file():
+            problems.append(Problem("error", "missing-file", "image file not found",
+                                    file=image.relpath, row=image.row,
+                                    study_id=image.study_id, image_id=image_id))
+        elif release.checksums and image.relpath not in release.checksums:
+            problems.append(Problem("warning", "unlisted-file",
+                                    f"image file not listed in {SUMS_FILE}",
+                                    file=image.relpath, study_id=image.study_id,
+                                    image_id=image_id))
+        by_study[image.study_id].append(replace(
+            image,
+            findings=tuple(findings[image_id]),
+            path=path,
+            sha256=release.checksums.get(image.relpath),
+            metadata=metadata.get(image_id, {}),
+        ))
+
+    for study_id, study_images in by_study.items():
+        splits = {image.split for image in study_images}
+        if len(splits) > 1:
+            problems.append(Problem("error", "mixed-split",
+                                    f"study has images in splits {sorted(splits)}",
+                                    file=BREAST_CSV, study_id=study_id))
+            continue
+        _note_study(study_id, study_images, problems)
+        release.studies.append(StudyRecord(study_id, splits.pop(), tuple(study_images)))
+    return release
+
+
+def _note_finding(finding: Finding, image: ImageRecord, problems: list[Problem]) -> None:
+    """Errata of one box row that the converter survives but reports."""
+    where = {"file": FINDING_CSV, "row": finding.row, "study_id": image.study_id,
+             "image_id": image.image_id}
+    if finding.box.outside(image.width, image.height):
+        problems.append(Problem("warning", "box-outside-image",
+                                f"box {','.join(finding.box.text)} lies partly outside the "
+                                f"{image.width}x{image.height} image: clipped in the SR "
+                                "coordinates, original values kept in its tracking identifier",
+                                **where))
+    if finding.birads is None:
+        problems.append(Problem("info", "empty-finding-birads",
+                                "box without a finding BI-RADS: no assessment encoded", **where))
+    elif finding.birads > image.breast_birads:
+        problems.append(Problem("warning", "finding-above-breast-birads",
+                                f"finding BI-RADS {finding.birads} above breast BI-RADS "
+                                f"{image.breast_birads}: both kept as published", **where))
+    if image.breast_birads <= 2:
+        problems.append(Problem("info", "box-on-benign-breast",
+                                f"box on a BI-RADS {image.breast_birads} breast", **where))
+
+
+def _note_study(study_id: str, images: list[ImageRecord], problems: list[Problem]) -> None:
+    """Errata of one study that the converter survives but reports."""
+    views = defaultdict(int)
+    for image in images:
+        views[(image.laterality, image.view)] += 1
+    for (laterality, view), count in sorted(views.items()):
+        if count > 1:
+            problems.append(Problem("warning", "repeated-view",
+                                    f"{count} images of {laterality}-{view}: all converted",
+                                    file=BREAST_CSV, study_id=study_id))
+    for laterality in LATERALITIES:
+        for view in VIEWS:
+            if (laterality, view) not in views:
+                problems.append(Problem("info", "missing-view",
+                                        f"no {laterality}-{view} image", file=BREAST_CSV,
+                                        study_id=study_id))
+    series = {image.series_id for image in images}
+    if len(series) > 1:
+        problems.append(Problem("info", "several-series",
+                                f"study has {len(series)} series", file=BREAST_CSV,
+                                study_id=study_id))
+    for laterality in LATERALITIES:
+        side = [image for image in images if image.laterality == laterality]
+        if len({(image.breast_birads, image.breast_density) for image in side}) > 1:
+            problems.append(Problem("warning", "breast-disagrees",
+                                    f"{laterality} breast images disagree on BI-RADS/density: "
+                                    "each image keeps its own", file=BREAST_CSV,
+                                    study_id=study_id))
+        suspicious = side and side[0].breast_birads >= 3
+        for image in side:
+            if suspicious and not image.findings:
+                problems.append(Problem("info", "no-box-on-suspicious-breast",
+                                        f"no box on this view of a BI-RADS "
+                                        f"{image.breast_birads} breast", file=BREAST_CSV,
+                                        row=image.row, study_id=study_id,
+                                        image_id=image.image_id))
