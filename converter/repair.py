@@ -1,0 +1,373 @@
+"""Repair one VinDr image into a Digital Mammography X-Ray Image - For Presentation.
+
+The header is rebuilt with pydicom; the pixel data is never decoded: it is copied from the
+source file to the output in chunks while both files are hashed, so memory stays flat and a
+truncated or corrupted download is caught on the way (see :func:`write_image`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+
+from . import codes
+from .records import ImageRecord
+from .uids import hex_to_uid
+
+PIXEL_DATA_TAG = 0x7FE00010
+CHUNK = 1 << 20
+# Rows sampled to find the chest-wall edge; away from the top and bottom, where labels sit.
+SAMPLE_ROWS = 24
+EDGE_FRACTION = 0.1
+# Minimum contrast between the two edges, as a fraction of the sampled value range.
+MIN_EDGE_CONTRAST = 0.05
+
+# Attributes of the source we drop or replace (everything else of the keep-list is kept).
+_DROPPED = (
+    "Laterality",  # series-level laterality is not allowed beside ImageLaterality (N7)
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+)
+
+
+class RepairError(Exception):
+    """An image that cannot be converted; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """A parsed source file: its header and where its native pixel data lies."""
+
+    header: Dataset
+    pixel_value_offset: int  # byte offset of the first pixel byte
+    pixel_length: int  # declared length of Pixel Data
+    file_size: int
+
+    @property
+    def photometric(self) -> str:
+        return str(self.header.get("PhotometricInterpretation", ""))
+
+
+@contextlib.contextmanager
+def lenient_reading() -> Iterator[None]:
+    """Read VinDr headers without pydicom's warnings about hex digests in UI fields."""
+    old = pydicom_config.settings.reading_validation_mode
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom_config.settings.reading_validation_mode = old
+
+
+def read_source(path: Path) -> SourceImage:
+    """Parse the header of ``path`` and locate its pixel data without reading it."""
+    size = path.stat().st_size
+    with path.open("rb") as handle, lenient_reading():
+        try:
+            header = pydicom.dcmread(handle, stop_before_pixels=True)
+        except Exception as exc:  # pydicom raises many kinds on a broken file
+            raise RepairError(f"not a readable DICOM file: {exc}") from exc
+        element_offset = handle.tell()
+        lead = handle.read(12)
+    syntax = header.file_meta.get("TransferSyntaxUID", codes.EXPLICIT_VR_LITTLE_ENDIAN)
+    if syntax not in (codes.EXPLICIT_VR_LITTLE_ENDIAN, codes.IMPLICIT_VR_LITTLE_ENDIAN):
+        raise RepairError(f"transfer syntax {syntax} is not native little endian")
+    if len(lead) < 8 or struct.unpack("<HH", lead[:4]) != (0x7FE0, 0x0010):
+        raise RepairError("no Pixel Data element (file truncated before the pixels?)")
+    if syntax == codes.IMPLICIT_VR_LITTLE_ENDIAN:
+        (length,) = struct.unpack("<I", lead[4:8])
+        value_offset = element_offset + 8
+    else:
+        if len(lead) < 12:
+            raise RepairError("file truncated inside the Pixel Data element header")
+        (length,) = struct.unpack("<I", lead[8:12])
+        value_offset = element_offset + 12
+    if length == 0xFFFFFFFF:
+        raise RepairError("encapsulated (compressed) pixel data: expected native pixels")
+    expected = int(header.Rows) * int(header.Columns) * int(header.BitsAllocated) // 8 * int(
+        header.get("SamplesPerPixel", 1))
+    if length < expected:
+        raise RepairError(f"Pixel Data holds {length} bytes, Rows x Columns needs {expected}")
+    available = size - value_offset
+    if available < length:
+        raise RepairError(
+            f"truncated: Pixel Data declares {length} bytes, the file holds {available}"
+        )
+    return SourceImage(header, value_offset, length, size)
+
+
+def sample_rows(path: Path, source: SourceImage, count: int = SAMPLE_ROWS) -> np.ndarray:
+    """A few evenly spaced rows (from 20 % to 80 % of the height) as a 2-D array."""
+    rows, columns = int(source.header.Rows), int(source.header.Columns)
+    signed = int(source.header.get("PixelRepresentation", 0)) == 1
+    dtype = np.dtype("<i2" if signed else "<u2")
+    picks = np.linspace(0.2 * rows, 0.8 * rows, num=min(count, rows)).astype(int)
+    out = np.empty((len(picks), columns), dtype=dtype)
+    with path.open("rb") as handle:
+        for i, row in enumerate(picks):
+            handle.seek(source.pixel_value_offset + int(row) * columns * 2)
+            out[i] = np.frombuffer(handle.read(columns * 2), dtype=dtype)
+    return out
+
+
+def chest_wall_on_left(samples: np.ndarray, photometric: str) -> bool | None:
+    """Which vertical edge holds the breast: True = left, False = right, None = unclear.
+
+    Tissue is brighter than the background when displayed; under MONOCHROME1 that means
+    lower stored values.
+    """
+    width = samples.shape[1]
+    edge = max(1, int(width * EDGE_FRACTION))
+    values = samples.astype(np.float64)
+    if photometric == "MONOCHROME1":
+        values = -values
+    left, right = values[:, :edge].mean(), values[:, -edge:].mean()
+    spread = values.max() - values.min()
+    if spread <= 0 or abs(left - right) < MIN_EDGE_CONTRAST * spread:
+        return None
+    return bool(left > right)
+
+
+def patient_orientation(laterality: str, view: str, chest_wall_left: bool) -> list[str]:
+    """PatientOrientation (row direction, column direction) for a mammogram.
+
+    The column direction (down the image) follows laterality and view for an image that
+    is not flipped vertically; the row direction points to the nipple (A) when the chest
+    wall is on the left edge and to the chest wall (P) otherwise.
+    """
+    return ["A" if chest_wall_left else "P", codes.COLUMN_DIRECTION[(laterality, view)]]
+
+
+def standard_chest_wall_left(laterality: str) -> bool:
+    """The usual display: left breasts against the left edge, right against the right."""
+    return laterality == "L"
+
+
+def _code_item(code: codes.Code) -> Dataset:
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning
+    return item
+
+
+def patient_id(study_id: str) -> str:
+    """One patient per exam: the data set links no two exams to one person."""
+    return f"{codes.PATIENT_ID_PREFIX}{study_id}"
+
+
+def study_description(split: str) -> str:
+    return f"{codes.STUDY_DESCRIPTION_PREFIX}{split}"
+
+
+def set_patient_and_study(ds: Dataset, study_id: str, split: str) -> None:
+    """Patient and study attributes shared by every object of an exam (MG, SR, SEG)."""
+    ds.PatientName = f"VINDR^{study_id}"
+    ds.PatientID = patient_id(study_id)
+    ds.IssuerOfPatientID = codes.DATASET_NAME
+    ds.PatientBirthDate = ""
+    if "PatientSex" not in ds:
+        ds.PatientSex = ""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = codes.DEID_METHOD_TEXT
+    ds.DeidentificationMethodCodeSequence = Sequence(
+        [_code_item(code) for code in codes.DEID_METHOD_CODES]
+    )
+    ds.StudyInstanceUID = hex_to_uid(study_id)
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = study_id[:16]
+    ds.AccessionNumber = ""
+    ds.StudyDescription = study_description(split)
+
+
+def repair_dataset(
+    source: Dataset,
+    record: ImageRecord,
+    orientation: list[str],
+    series_number: int = 1,
+    instance_number: int = 1,
+) -> Dataset:
+    """The repaired MG header (with file meta, without Pixel Data) for one image.
+
+    Raises :class:`RepairError` when the header contradicts the CSV or lacks what no
+    repair can supply (pixel module, imager pixel spacing).
+    """
+    _check_header(source, record)
+    ds = Dataset()
+    for element in source:
+        if element.tag.group == 0x0002 or element.tag == PIXEL_DATA_TAG:
+            continue
+        if element.keyword in _DROPPED:
+            continue
+        ds.add(element)
+
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = codes.MG_FOR_PRESENTATION
+    ds.SOPInstanceUID = hex_to_uid(record.image_id)
+    set_patient_and_study(ds, record.study_id, record.split)
+    age = str(ds.get("PatientAge", "") or "")
+    if not age and "PatientAge" in ds:
+        del ds.PatientAge  # present but empty: Type 3, nothing to keep
+    ds.SeriesInstanceUID = hex_to_uid(record.series_id)
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    ds.Modality = "MG"
+    ds.Manufacturer = str(source.get("Manufacturer", "") or "")
+    ds.BodyPartExamined = "BREAST"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+    ds.PatientOrientation = orientation
+    ds.ImageLaterality = record.laterality
+    ds.ViewPosition = record.view
+    view = _code_item(codes.VIEW_CODES[record.view])
+    view.ViewModifierCodeSequence = Sequence()
+    ds.ViewCodeSequence = Sequence([view])
+    ds.AnatomicRegionSequence = Sequence([_code_item(codes.BREAST)])
+    ds.OrganExposed = "BREAST"
+    ds.PositionerType = "MAMMOGRAPHIC"
+    ds.DetectorType = ""  # Type 2: the release does not say, and we do not guess
+    ds.AcquisitionContextSequence = Sequence()
+    ds.BurnedInAnnotation = (
+        "YES" if ds.Manufacturer.upper() in codes.BURNED_IN_LABEL_MANUFACTURERS else "NO"
+    )
+
+    monochrome1 = ds.PhotometricInterpretation == "MONOCHROME1"
+    ds.PixelIntensityRelationship = "LOG"
+    # +1: lower values = less X-ray intensity (dense tissue dark in stored values).
+    ds.PixelIntensityRelationshipSign = 1 if monochrome1 else -1
+    ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
+    if "RescaleIntercept" not in ds or "RescaleSlope" not in ds:
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+    if not ds.get("RescaleType"):
+        ds.RescaleType = "US"
+    if not ds.get("LossyImageCompression"):
+        ds.LossyImageCompression = "00"
+
+    ds.file_meta = file_meta(ds)
+    return ds
+
+
+def file_meta(ds: Dataset) -> FileMetaDataset:
+    """A fresh Part-10 file meta group for ``ds`` (explicit VR little endian)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = codes.EXPLICIT_VR_LITTLE_ENDIAN
+    meta.ImplementationClassUID = codes.IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = codes.IMPLEMENTATION_VERSION_NAME
+    return meta
+
+
+def _check_header(source: Dataset, record: ImageRecord) -> None:
+    found = {
+        "SOPInstanceUID": (str(source.get("SOPInstanceUID", "")), record.image_id),
+        "Rows": (source.get("Rows"), record.height),
+        "Columns": (source.get("Columns"), record.width),
+        "ImageLaterality": (source.get("ImageLaterality"), record.laterality),
+        "ViewPosition": (source.get("ViewPosition"), record.view),
+    }
+    for keyword, (value, expected) in found.items():
+        if value != expected:
+            raise RepairError(f"{keyword} {value!r} in the file disagrees with the CSV "
+                              f"({expected!r})")
+    if int(source.get("BitsAllocated", 0)) != 16 or int(source.get("SamplesPerPixel", 1)) != 1:
+        raise RepairError("expected 16-bit single-sample pixels")
+    if source.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        raise RepairError(f"photometric {source.get('PhotometricInterpretation')!r} "
+                          "is not MONOCHROME1/2")
+    if "ImagerPixelSpacing" not in source:
+        raise RepairError("ImagerPixelSpacing missing (Type 1 for MG, cannot be invented)")
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """Part-10 encoding of ``ds`` (preamble, file meta, data set)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_image` wrote: the output digest and the source digest."""
+
+    sha256: str
+    source_sha256: str
+
+
+def write_image(
+    path: Path, source: SourceImage, header: Dataset, dest: Path,
+    expected_sha256: str | None = None,
+) -> Written:
+    """Write ``header`` + the source's pixel data to ``dest`` atomically.
+
+    The source is read once, front to back, in 1 MiB chunks: every byte goes into its
+    SHA-256 and the pixel bytes also go to the output. ``dest`` only appears (by rename)
+    when the copy is complete and the source digest equals ``expected_sha256`` (when
+    given); otherwise :class:`RepairError` is raised and nothing is left behind.
+    """
+    head = dataset_bytes(header)
+    element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, source.pixel_length)
+    out_hash = hashlib.sha256(head + element)
+    src_hash = hashlib.sha256()
+    tmp = dest.with_name(f".{dest.name}.partial")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("rb") as src, tmp.open("wb") as out:
+            out.write(head)
+            out.write(element)
+            position = 0
+            start, end = source.pixel_value_offset, source.pixel_value_offset + source.pixel_length
+            while chunk := src.read(CHUNK):
+                src_hash.update(chunk)
+                lo, hi = max(start - position, 0), min(end - position, len(chunk))
+                if lo < hi:
+                    piece = chunk[lo:hi]
+                    out.write(piece)
+                    out_hash.update(piece)
+                position += len(chunk)
+            if position < end:
+                raise RepairError(f"truncated: file ended at byte {position}, pixel data "
+                                  f"runs to byte {end}")
+            if expected_sha256 and src_hash.hexdigest() != expected_sha256:
+                raise RepairError(f"checksum mismatch: SHA-256 {src_hash.hexdigest()}, "
+                                  f"SHA256SUMS.txt says {expected_sha256} (incomplete or "
+                                  "corrupted download?)")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Written(out_hash.hexdigest(), src_hash.hexdigest())
+
+
+def write_dataset(ds: Dataset, dest: Path) -> str:
+    """Write a whole data set (SR, SEG) atomically; returns the file's SHA-256."""
+    data = dataset_bytes(ds)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with tmp.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return hashlib.sha256(data).hexdigest()
