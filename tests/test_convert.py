@@ -1,0 +1,233 @@
+"""Image repair and the conversion pipeline on a synthetic release."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from converter import codes
+from converter.cli import app
+from converter.pipeline import convert_release, read_manifest
+from converter.release import read_release
+from converter.repair import lenient_reading
+from converter.uids import uid_to_hex
+from converter.validate import dciodvfy
+
+# Warnings dciodvfy gives that no repair can remove without inventing data: the release
+# has no study date or time, and CC/MLO are the mammography values of ViewPosition.
+ACCEPTED_WARNINGS = (
+    "Missing attribute or value that would be needed to build DICOMDIR",
+    "Unrecognized defined term = <CC>",
+    "Unrecognized defined term = <MLO>",
+)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".state" not in p.parts}
+
+
+def test_every_input_converted(release, converted):
+    _, summary = release
+    out, result = converted
+    assert result.ok, [p for p in result.problems if p.severity == "error"]
+    assert result.images == summary.images and result.failed_images == 0
+    assert result.objects["MG"] == summary.images
+    assert result.objects["SR"] == summary.studies
+    annotated = len({image.image_id for image in read_release(release[0]).images
+                     if image.findings})
+    assert result.objects["SEG"] == annotated
+    assert (out / "report.json").is_file()
+    assert len(read_manifest(out)) == sum(result.objects.values())
+
+
+def test_dciodvfy_reports_no_error_on_any_object(converted):
+    out, _ = converted
+    rows = read_manifest(out)
+    assert {row.kind for row in rows} == {"MG", "SR", "SEG"}
+    for row in rows:
+        found = dciodvfy(out / row.path)
+        assert found.errors == [], (row.path, found.errors)
+        unexpected = [w for w in found.warnings
+                      if not any(ok in w for ok in ACCEPTED_WARNINGS)]
+        assert unexpected == [], (row.path, unexpected)
+
+
+def test_all_vendor_profiles_and_both_vrs_were_converted(release, converted):
+    root, summary = release
+    out, _ = converted
+    vendors, syntaxes = set(), set()
+    implicit = set(summary.errata["implicit_vr"])
+    assert implicit
+    for image in read_release(root).images:
+        with lenient_reading():
+            source = pydicom.dcmread(image.path, stop_before_pixels=True)
+        syntaxes.add(source.file_meta.TransferSyntaxUID)
+        repaired = pydicom.dcmread(out / "images" / image.study_id / f"{image.image_id}.dcm",
+                                   stop_before_pixels=True)
+        vendors.add((repaired.Manufacturer, repaired.PhotometricInterpretation))
+        assert repaired.file_meta.TransferSyntaxUID == codes.EXPLICIT_VR_LITTLE_ENDIAN
+    assert {m for m, _ in vendors} >= {"SIEMENS", "Planmed"}
+    assert any(m.startswith("IMS") for m, _ in vendors)
+    assert ("Planmed", "MONOCHROME1") in vendors
+    assert syntaxes == {codes.EXPLICIT_VR_LITTLE_ENDIAN, codes.IMPLICIT_VR_LITTLE_ENDIAN}
+
+
+def test_repaired_images(release, converted):
+    root, summary = release
+    out, _ = converted
+    for image in read_release(root).images:
+        path = out / "images" / image.study_id / f"{image.image_id}.dcm"
+        ds = pydicom.dcmread(path)
+        assert ds.SOPClassUID == codes.MG_FOR_PRESENTATION
+        assert ds.file_meta.MediaStorageSOPClassUID == codes.MG_FOR_PRESENTATION
+        assert ds.file_meta.ImplementationClassUID == codes.IMPLEMENTATION_CLASS_UID
+        assert uid_to_hex(ds.StudyInstanceUID) == image.study_id
+        assert uid_to_hex(ds.SeriesInstanceUID) == image.series_id
+        assert uid_to_hex(ds.SOPInstanceUID) == image.image_id
+        assert ds.PatientID == f"VINDR-{image.study_id}"
+        assert ds.StudyDescription == f"VinDr-Mammo-{image.split}"
+        assert ds.PatientIdentityRemoved == "YES"
+        assert "Laterality" not in ds
+        assert ds.ImageLaterality == image.laterality and ds.ViewPosition == image.view
+        assert ds.ViewCodeSequence[0].CodeValue == codes.VIEW_CODES[image.view].value
+        assert len(ds.ViewCodeSequence[0].ViewModifierCodeSequence) == 0
+        assert ds.AnatomicRegionSequence[0].CodeValue == codes.BREAST.value
+        assert (ds.OrganExposed, ds.PositionerType) == ("BREAST", "MAMMOGRAPHIC")
+        assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", ""]
+        mono1 = ds.PhotometricInterpretation == "MONOCHROME1"
+        assert ds.PresentationLUTShape == ("INVERSE" if mono1 else "IDENTITY")
+        assert ds.BurnedInAnnotation == ("YES" if ds.Manufacturer == "SIEMENS" else "NO")
+        left = summary.chest_wall_left[image.image_id]
+        assert list(ds.PatientOrientation) == [
+            "A" if left else "P", codes.COLUMN_DIRECTION[(image.laterality, image.view)]]
+        with lenient_reading():
+            source = pydicom.dcmread(image.path)
+        assert ds.PixelData == source.PixelData  # copied, never decoded or changed
+        for keyword in ("Rows", "Columns", "BitsStored", "WindowCenter", "WindowWidth",
+                        "ImagerPixelSpacing", "RescaleIntercept", "PatientSex"):
+            assert ds.get(keyword) == source.get(keyword), keyword
+        if source.get("PatientAge"):
+            assert ds.PatientAge == source.PatientAge
+
+
+def test_one_patient_per_exam(converted):
+    out, _ = converted
+    patients: dict[str, set[str]] = {}
+    for row in read_manifest(out):
+        ds = pydicom.dcmread(out / row.path, stop_before_pixels=True)
+        patients.setdefault(ds.StudyInstanceUID, set()).add(ds.PatientID)
+    assert all(len(ids) == 1 for ids in patients.values())
+    flat = [next(iter(ids)) for ids in patients.values()]
+    assert len(set(flat)) == len(flat) > 1
+
+
+def test_same_input_same_bytes(release, converted, tmp_path):
+    root, _ = release
+    out, _ = converted
+    again = tmp_path / "again"
+    result = convert_release(root, again, workers=1)
+    assert result.ok
+    first, second = _files(out), _files(again)
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == []
+
+
+def test_rerun_skips_completed_exams(release, converted):
+    root, summary = release
+    out, _ = converted
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.dcm")}
+    result = convert_release(root, out, workers=2)
+    assert result.ok and result.skipped_studies == summary.studies
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.dcm")}
+
+
+def test_truncated_and_corrupted_files_fail_alone(release_copy, tmp_path):
+    images = read_release(release_copy).images
+    truncated, corrupted = images[1], images[9]
+    assert truncated.study_id != corrupted.study_id
+    path = release_copy / truncated.relpath
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    path = release_copy / corrupted.relpath
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # one pixel byte: same size, different content
+    path.write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    result = convert_release(release_copy, out, workers=2)
+    assert not result.ok and result.failed_images == 2
+    errors = {p.file: p.message for p in result.problems if p.code == "image-failed"}
+    assert "truncated" in errors[truncated.relpath]
+    assert "checksum mismatch" in errors[corrupted.relpath]
+    failed_studies = {truncated.study_id, corrupted.study_id}
+    rows = read_manifest(out)
+    assert {r.image_id for r in rows if r.kind == "MG"} == {
+        i.image_id for i in images} - {truncated.image_id, corrupted.image_id}
+    assert {r.study_id for r in rows if r.kind == "SR"} == {
+        i.study_id for i in images} - failed_studies
+    assert not (out / "images" / truncated.study_id / f"{truncated.image_id}.dcm").exists()
+    assert not list(out.rglob("*.partial"))
+
+    runner = CliRunner()
+    cli = runner.invoke(app, ["convert", str(release_copy), str(out), "--workers", "1"])
+    assert cli.exit_code == 1
+    assert truncated.relpath in cli.output
+
+
+def test_interrupted_run_resumes(release, converted, tmp_path):
+    root, summary = release
+    clean, _ = converted
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from converter.cli import main; main()", "convert", str(root),
+         str(out), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    state = out / ".state"
+    while time.monotonic() < deadline:
+        if state.is_dir() and len(list(state.glob("*.json"))) >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(state.glob("*.json")))
+    assert 3 <= done_before < summary.studies, "the run was not interrupted midway"
+
+    result = convert_release(root, out, workers=2)
+    assert result.ok
+    assert result.skipped_studies >= done_before
+    assert (out / "manifest.csv").read_bytes() == (clean / "manifest.csv").read_bytes()
+    assert not list(out.rglob("*.partial"))
+    digests = {r.path: r.sha256 for r in read_manifest(out)}
+    for rel, digest in digests.items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+
+
+def test_cli_validate_and_export(release, converted, tmp_path):
+    root, _ = release
+    out, _ = converted
+    runner = CliRunner()
+    validated = runner.invoke(app, ["validate", str(out)])
+    assert validated.exit_code == 0, validated.output
+    assert "OK" in validated.output
+    exported = runner.invoke(app, ["export", str(out), str(tmp_path / "csv"), "--compare",
+                                   str(root)])
+    assert exported.exit_code == 0, exported.output
+    assert "identical to the source" in exported.output
+
+
+@pytest.mark.parametrize("limit", [3])
+def test_limit_converts_first_exams(release, tmp_path, limit):
+    root, _ = release
+    result = convert_release(root, tmp_path / "out", workers=1, limit=limit)
+    assert result.ok and result.studies == limit and result.objects["SR"] == limit
