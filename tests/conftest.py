@@ -10,20 +10,20 @@ import pytest
 from converter.pipeline import ConversionResult, convert_release
 from converter.synth import SynthSummary, generate_release
 
-STUDIES = 20
+STUDIES = 50
 SCALE = 16.0
 
 
 @pytest.fixture(scope="session")
 def release(tmp_path_factory) -> tuple[Path, SynthSummary]:
-    """A 20-exam synthetic release (scale 16) with every defect and erratum planted."""
+    """A 50-exam synthetic release (scale 16) with every defect and erratum planted."""
     root = tmp_path_factory.mktemp("release") / "vindr-mammo"
     summary = generate_release(root, studies=STUDIES, seed=7, scale=SCALE)
     return root, summary
 
 
 @pytest.fixture(scope="session")
-def converted(release, tmp_path_factory) -> tuple[Path, ConversionResult]:
+def converted_release(release, tmp_path_factory) -> tuple[Path, ConversionResult]:
     """The release converted with two worker processes."""
     root, _ = release
     out = tmp_path_factory.mktemp("converted") / "out"

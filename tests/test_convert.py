@@ -36,9 +36,9 @@ def _files(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*")) if p.is_file() and ".state" not in p.parts}
 
 
-def test_every_input_converted(release, converted):
+def test_every_input_converted(release, converted_release):
     _, summary = release
-    out, result = converted
+    out, result = converted_release
     assert result.ok, [p for p in result.problems if p.severity == "error"]
     assert result.images == summary.images and result.failed_images == 0
     assert result.objects["MG"] == summary.images
@@ -50,8 +50,8 @@ def test_every_input_converted(release, converted):
     assert len(read_manifest(out)) == sum(result.objects.values())
 
 
-def test_dciodvfy_reports_no_error_on_any_object(converted):
-    out, _ = converted
+def test_dciodvfy_reports_no_error_on_any_object(converted_release):
+    out, _ = converted_release
     rows = read_manifest(out)
     assert {row.kind for row in rows} == {"MG", "SR", "SEG"}
     for row in rows:
@@ -62,9 +62,9 @@ def test_dciodvfy_reports_no_error_on_any_object(converted):
         assert unexpected == [], (row.path, unexpected)
 
 
-def test_all_vendor_profiles_and_both_vrs_were_converted(release, converted):
+def test_all_vendor_profiles_and_both_vrs_were_converted(release, converted_release):
     root, summary = release
-    out, _ = converted
+    out, _ = converted_release
     vendors, syntaxes = set(), set()
     implicit = set(summary.errata["implicit_vr"])
     assert implicit
@@ -82,9 +82,9 @@ def test_all_vendor_profiles_and_both_vrs_were_converted(release, converted):
     assert syntaxes == {codes.EXPLICIT_VR_LITTLE_ENDIAN, codes.IMPLICIT_VR_LITTLE_ENDIAN}
 
 
-def test_repaired_images(release, converted):
+def test_repaired_images(release, converted_release):
     root, summary = release
-    out, _ = converted
+    out, _ = converted_release
     for image in read_release(root).images:
         path = out / "images" / image.study_id / f"{image.image_id}.dcm"
         ds = pydicom.dcmread(path)
@@ -120,8 +120,8 @@ def test_repaired_images(release, converted):
             assert ds.PatientAge == source.PatientAge
 
 
-def test_one_patient_per_exam(converted):
-    out, _ = converted
+def test_one_patient_per_exam(converted_release):
+    out, _ = converted_release
     patients: dict[str, set[str]] = {}
     for row in read_manifest(out):
         ds = pydicom.dcmread(out / row.path, stop_before_pixels=True)
@@ -131,9 +131,9 @@ def test_one_patient_per_exam(converted):
     assert len(set(flat)) == len(flat) > 1
 
 
-def test_same_input_same_bytes(release, converted, tmp_path):
+def test_same_input_same_bytes(release, converted_release, tmp_path):
     root, _ = release
-    out, _ = converted
+    out, _ = converted_release
     again = tmp_path / "again"
     result = convert_release(root, again, workers=1)
     assert result.ok
@@ -142,9 +142,9 @@ def test_same_input_same_bytes(release, converted, tmp_path):
     assert [k for k in first if first[k] != second[k]] == []
 
 
-def test_rerun_skips_completed_exams(release, converted):
+def test_rerun_skips_completed_exams(release, converted_release):
     root, summary = release
-    out, _ = converted
+    out, _ = converted_release
     stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.dcm")}
     result = convert_release(root, out, workers=2)
     assert result.ok and result.skipped_studies == summary.studies
@@ -183,9 +183,9 @@ def test_truncated_and_corrupted_files_fail_alone(release_copy, tmp_path):
     assert truncated.relpath in cli.output
 
 
-def test_interrupted_run_resumes(release, converted, tmp_path):
+def test_interrupted_run_resumes(release, converted_release, tmp_path):
     root, summary = release
-    clean, _ = converted
+    clean, _ = converted_release
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-c", "from converter.cli import main; main()", "convert", str(root),
@@ -213,9 +213,9 @@ def test_interrupted_run_resumes(release, converted, tmp_path):
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
 
 
-def test_cli_validate_and_export(release, converted, tmp_path):
+def test_cli_validate_and_export(release, converted_release, tmp_path):
     root, _ = release
-    out, _ = converted
+    out, _ = converted_release
     runner = CliRunner()
     validated = runner.invoke(app, ["validate", str(out)])
     assert validated.exit_code == 0, validated.output

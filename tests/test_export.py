@@ -190,17 +190,9 @@ def test_write_csvs_line_endings(converted, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    """A 20-exam synthetic release (every erratum planted) converted by the real pipeline."""
-    synth = pytest.importorskip("converter.synth")
-    from converter.pipeline import convert_release
-
-    base = tmp_path_factory.mktemp("synthetic")
-    src, out = base / "src", base / "out"
-    with warnings.catch_warnings():  # pydicom on the release's hex digests in UI fields
-        warnings.simplefilter("ignore", UserWarning)
-        summary = synth.generate_release(src, 20, seed=0, scale=16)
-        result = convert_release(src, out, workers=1)
+def synthetic(release, converted_release):
+    """The session's 50-exam synthetic release (every erratum planted), converted."""
+    (src, summary), (out, result) = release, converted_release
     assert result.ok, [p for p in result.problems if p.severity == "error"]
     return src, out, summary
 

@@ -115,10 +115,12 @@ def test_value_parsers():
 
 def test_bad_rows_are_reported_and_the_rest_is_read(release_copy):
     breast = _rows(release_copy / BREAST_CSV)
-    breast[3][3] = "X"  # laterality of line 4
-    bad_image = breast[3][2]
-    _write_rows(release_copy / BREAST_CSV, breast)
     findings = _rows(release_copy / FINDING_CSV)
+    line = next(n for n, row in enumerate(breast[1:], start=2)
+                if row[2] not in (findings[1][2], findings[2][2]))
+    breast[line - 1][3] = "X"  # an invalid laterality
+    bad_image = breast[line - 1][2]
+    _write_rows(release_copy / BREAST_CSV, breast)
     findings[1][9] = "['Tumour']"  # line 2
     findings[2][5] = "999"  # line 3: height disagrees
     findings.append(findings[-1][:2] + ["f" * 32] + findings[-1][3:])  # unknown image
@@ -126,7 +128,7 @@ def test_bad_rows_are_reported_and_the_rest_is_read(release_copy):
 
     parsed = read_release(release_copy)
     errors = {(p.code, p.file, p.row) for p in parsed.problems if p.severity == "error"}
-    assert ("bad-breast-row", BREAST_CSV, 4) in errors
+    assert ("bad-breast-row", BREAST_CSV, line) in errors
     assert ("bad-finding-row", FINDING_CSV, 2) in errors
     assert ("bad-finding-row", FINDING_CSV, 3) in errors
     assert ("unknown-image", FINDING_CSV, len(findings)) in errors
