@@ -17,18 +17,17 @@ Output layout (all paths relative to OUT)::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from . import __version__, codes
+from .manifest import ManifestRow, write_manifest
 from .records import ImageRecord, Problem, StudyRecord
 from .release import Release, read_release
 from .repair import (
@@ -44,10 +43,8 @@ from .repair import (
     write_image,
 )
 
-MANIFEST = "manifest.csv"
 REPORT = "report.json"
 STATE_DIR = ".state"
-KIND_ORDER = {"MG": 0, "SR": 1, "SEG": 2}
 
 
 @dataclass(frozen=True)
@@ -56,27 +53,6 @@ class ConvertOptions:
 
     write_sr: bool = True
     write_seg: bool = True
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One object written: where it came from, where it is, its UIDs and digest."""
-
-    kind: str  # MG / SR / SEG
-    study_id: str
-    series_id: str
-    image_id: str
-    path: str  # relative to OUT
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    sha256: str
-    source: str = ""  # relative to the release
-    source_sha256: str = ""
-
-
-MANIFEST_HEADER = tuple(f.name for f in fields(ManifestRow))
 
 
 @dataclass
@@ -378,24 +354,6 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def write_manifest(out: Path, rows: list[ManifestRow]) -> Path:
-    """OUT/manifest.csv, sorted by exam, kind and path (deterministic)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_HEADER)
-    for row in sorted(rows, key=lambda r: (r.study_id, KIND_ORDER[r.kind], r.path)):
-        writer.writerow([getattr(row, name) for name in MANIFEST_HEADER])
-    path = out / MANIFEST
-    _atomic_text(path, buffer.getvalue())
-    return path
-
-
-def read_manifest(out: Path) -> list[ManifestRow]:
-    """Rows of OUT/manifest.csv."""
-    with (Path(out) / MANIFEST).open(newline="", encoding="utf-8") as handle:
-        return [ManifestRow(**row) for row in csv.DictReader(handle)]
 
 
 def write_report(out: Path, result: ConversionResult) -> Path:

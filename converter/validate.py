@@ -21,7 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from . import codes
-from .pipeline import ManifestRow, read_manifest
+from .manifest import ManifestRow, read_manifest
 from .repair import patient_id
 from .uids import is_valid_uid, uid_to_hex
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from converter import codes
 from converter.cli import app
-from converter.pipeline import convert_release, read_manifest
+from converter.manifest import read_manifest
+from converter.pipeline import convert_release
 from converter.release import read_release
 from converter.repair import lenient_reading
 from converter.uids import uid_to_hex
