@@ -1,0 +1,41 @@
+"""The PACS side of vindr-dicom: run Orthanc, load a converted folder into it, verify it.
+
+Modules follow the data flow: :mod:`server.settings` (one settings object -> Orthanc
+configuration), :mod:`server.userconfig` (per-user credentials file),
+:mod:`server.native` / :mod:`server.docker` (the two engines), :mod:`server.engine`
+(start/stop on either), :mod:`server.client` (REST client), :mod:`server.manifest`
+(the converter's manifest.csv), :mod:`server.load` (send + check),
+:mod:`server.verify` (fetch over DICOMweb + compare) and :mod:`server.commands` (CLI).
+"""
+
+from .client import Connection, OrthancClient, OrthancError, SystemInfo, dicomweb_client
+from .errors import ServerError
+from .load import LoadError, LoadResult, load
+from converter.manifest import ManifestRow, ManifestError, read_manifest, write_manifest
+from .settings import Credentials, Modality, ServerSettings, orthanc_config
+from .verify import StudyObjects, VerifyResult, fetch_studies, fetch_study, verify
+
+__all__ = [
+    "Connection",
+    "Credentials",
+    "LoadError",
+    "LoadResult",
+    "ManifestRow",
+    "ManifestError",
+    "Modality",
+    "OrthancClient",
+    "OrthancError",
+    "ServerError",
+    "ServerSettings",
+    "StudyObjects",
+    "SystemInfo",
+    "VerifyResult",
+    "dicomweb_client",
+    "fetch_study",
+    "fetch_studies",
+    "load",
+    "orthanc_config",
+    "read_manifest",
+    "verify",
+    "write_manifest",
+]

@@ -1,0 +1,198 @@
+"""The PACS commands of ``vindr-convert``: ``serve``, ``stop``, ``load``, ``verify``.
+
+Each function only parses its arguments, calls the library (:mod:`server.engine`,
+:mod:`server.load`, :mod:`server.verify`) and prints; any failure exits non-zero.
+Wire them with ``server.commands.register(app)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import engine
+from .errors import ServerError
+from .load import load as load_output
+from converter.manifest import ManifestError
+from .settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT
+from .userconfig import resolve_connection
+from .verify import describe
+from .verify import verify as verify_output
+
+MAX_LISTED_ERRORS = 20
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class EngineChoice(str, enum.Enum):
+    """Where Orthanc runs."""
+
+    native = "native"
+    docker = "docker"
+
+
+class MethodChoice(str, enum.Enum):
+    """How ``load`` sends objects."""
+
+    rest = "rest"
+    stow = "stow"
+    cstore = "cstore"
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=1)
+
+
+@contextmanager
+def _errors_reported() -> Iterator[None]:
+    """Turn the library's expected exceptions into a message and exit code 1."""
+    try:
+        yield
+    except (ServerError, ManifestError, ValueError, OSError) as exc:
+        _fail(str(exc))
+
+
+@contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    with Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _print_ready(info: engine.ServerInfo) -> None:
+    out.print(
+        f"[bold green]PACS ready[/] ({info.engine}, Orthanc {info.version}, data {info.data_dir})"
+    )
+    out.print(f"  REST        {info.url}/")
+    out.print(f"  Explorer    {info.url}/app/explorer.html")
+    out.print(f"  DICOMweb    {info.dicomweb_url}/")
+    out.print(f"  DICOM       AET {info.aet}, port {info.dicom_port}")
+    out.print(f"  Credentials user {info.username!r}, password in {info.credentials_file}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``stop``, ``load`` and ``verify`` to ``app``."""
+
+    @app.command()
+    def serve(
+        data: Optional[Path] = typer.Option(
+            None, "--data", help="Data folder [default: ~/.local/share/vindr-dicom/orthanc]."
+        ),
+        http_port: int = typer.Option(DEFAULT_HTTP_PORT, "--http-port", help="REST/DICOMweb port."),
+        dicom_port: int = typer.Option(DEFAULT_DICOM_PORT, "--dicom-port", help="DICOM port."),
+        aet: str = typer.Option(DEFAULT_AET, "--aet", help="Orthanc's AE title."),
+        engine_choice: EngineChoice = typer.Option(
+            EngineChoice.native, "--engine", help="Debian's Orthanc or docker compose."
+        ),
+        modality: list[str] = typer.Option(
+            [], "--modality", help="Allowed DICOM node AET@HOST:PORT (repeat)."
+        ),
+        remote: bool = typer.Option(False, "--remote", help="Serve HTTP beyond this machine."),
+        background: bool = typer.Option(
+            False, "--background", help="Start and return (stop with `stop`)."
+        ),
+    ) -> None:
+        """Run the Orthanc PACS (foreground until Ctrl-C, or --background)."""
+        with _errors_reported():
+            settings = engine.make_settings(
+                data,
+                http_port=http_port,
+                dicom_port=dicom_port,
+                aet=aet,
+                modalities=modality,
+                remote_access=remote,
+                engine=engine_choice.value,
+            )
+            code = engine.serve(settings, background=background, on_ready=_print_ready)
+        if code != 0:
+            _fail(f"the {engine_choice.value} server exited with code {code}")
+
+    @app.command()
+    def stop(
+        data: Optional[Path] = typer.Option(
+            None, "--data", help="Data folder [default: the last one served]."
+        ),
+    ) -> None:
+        """Stop a PACS started with `serve --background`."""
+        with _errors_reported():
+            stopped = engine.stop(data)
+        if not stopped:
+            _fail("no PACS was running there")
+        out.print("PACS stopped")
+
+    @app.command()
+    def load(
+        output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
+        url: Optional[str] = typer.Option(
+            None, "--url", help="Orthanc URL [default: from the credentials file]."
+        ),
+        user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
+        password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
+        method: MethodChoice = typer.Option(
+            MethodChoice.rest, "--method", help="REST POST /instances, STOW-RS or C-STORE."
+        ),
+        workers: int = typer.Option(2, "--workers", min=1, help="Parallel connections."),
+    ) -> None:
+        """Send every object of a converted folder to the PACS, then check they are all there."""
+        with _errors_reported():
+            connection = resolve_connection(url, user, password)
+            with _progress_bar("load") as progress:
+                result = load_output(
+                    output, connection, method=method.value, workers=workers, progress=progress
+                )
+        out.print(
+            f"{result.total} objects: {result.sent} sent, "
+            f"{result.already_present} already present, "
+            f"{result.failed} failed, {result.missing} missing"
+        )
+        if not result.ok:
+            for error in result.errors[:MAX_LISTED_ERRORS]:
+                err.print(f"  {error}", highlight=False)
+            if len(result.errors) > MAX_LISTED_ERRORS:
+                err.print(f"  ... and {len(result.errors) - MAX_LISTED_ERRORS} more")
+            _fail("load incomplete: re-run the same command to send what is missing")
+
+    @app.command()
+    def verify(
+        src: Path = typer.Argument(..., help="Original VinDr-Mammo release folder."),
+        output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
+        url: Optional[str] = typer.Option(
+            None, "--url", help="Orthanc URL [default: from the credentials file]."
+        ),
+        user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
+        password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
+        workers: int = typer.Option(2, "--workers", min=1, help="Studies fetched in parallel."),
+    ) -> None:
+        """Check over DICOMweb that the PACS serves every study of a converted folder."""
+        with _errors_reported():
+            connection = resolve_connection(url, user, password)
+            with _progress_bar("verify") as progress:
+                result = verify_output(src, output, connection, workers=workers, progress=progress)
+        out.print(
+            f"{result.studies} studies, {result.instances} instances checked: "
+            f"{len(result.problems)} problem(s)"
+        )
+        if not result.ok:
+            for problem in result.problems[:MAX_LISTED_ERRORS]:
+                err.print(f"  {describe(problem)}", highlight=False)
+            if len(result.problems) > MAX_LISTED_ERRORS:
+                err.print(f"  ... and {len(result.problems) - MAX_LISTED_ERRORS} more")
+            _fail("the PACS does not match the converted folder")

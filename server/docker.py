@@ -1,0 +1,190 @@
+"""Run the PACS with docker compose: ``orthancteam/orthanc`` + PostgreSQL.
+
+The compose file is ``docker/docker-compose.yml`` in the repository.
+
+:func:`prepare` turns a data folder into a compose project (mode 700)::
+
+    DATA/docker-compose.yml          copy of docker/docker-compose.yml
+    DATA/.env                        ports, HTTP bind address, storage folders
+    DATA/secrets/orthanc.secret.json Orthanc configuration (same policy as native)
+    DATA/secrets/postgres_password   database password (generated once, then kept)
+    DATA/storage/, DATA/postgres/    bind-mounted data
+
+Secret files are mode 644 inside the 700 folder: compose (outside swarm) mounts them with
+the host's modes and the postgres image reads its password as its own user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ServerError
+from .settings import ServerSettings, orthanc_config
+
+ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
+ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE
+POSTGRES_IMAGE = "postgres:16.6"
+COMPOSE_TEMPLATE = Path(__file__).resolve().parents[1] / "docker" / "docker-compose.yml"
+CONTAINER_HTTP_PORT = 8042  # fixed inside the container; the compose file maps them
+CONTAINER_DICOM_PORT = 4242
+INSTALL_HINT = "install Docker Engine with the compose plugin (docker compose version must work)"
+
+
+@dataclass(frozen=True)
+class DockerProject:
+    """A prepared compose project folder."""
+
+    root: Path
+
+    @property
+    def compose_file(self) -> Path:
+        """The project's copy of the compose file."""
+        return self.root / "docker-compose.yml"
+
+    @property
+    def env_file(self) -> Path:
+        """Variables the compose file reads."""
+        return self.root / ".env"
+
+    @property
+    def orthanc_secret(self) -> Path:
+        """Orthanc's configuration, mounted as a secret."""
+        return self.root / "secrets" / "orthanc.secret.json"
+
+    @property
+    def postgres_secret(self) -> Path:
+        """The database password, mounted as a secret."""
+        return self.root / "secrets" / "postgres_password"
+
+    def command(self, *args: str) -> list[str]:
+        """``docker compose`` on this project with ``args``."""
+        return [
+            "docker",
+            "compose",
+            "--project-directory",
+            str(self.root),
+            "-f",
+            str(self.compose_file),
+            *args,
+        ]
+
+
+def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str, Any]:
+    """:func:`orthanc_config` for the container: fixed inner ports, PostgreSQL index.
+
+    Remote access is on inside the container (requests arrive from docker's network); the
+    compose file publishes the HTTP port on loopback only unless ``settings.remote_access``.
+    """
+    config = orthanc_config(settings, ORTHANC_IMAGE_VERSION)
+    config.update(
+        {
+            "HttpPort": CONTAINER_HTTP_PORT,
+            "DicomPort": CONTAINER_DICOM_PORT,
+            "RemoteAccessAllowed": True,
+            "StorageDirectory": "/var/lib/orthanc/db",
+            "PostgreSQL": {
+                "EnableIndex": True,
+                "EnableStorage": False,
+                "Host": "postgres",
+                "Port": 5432,
+                "Database": "orthanc",
+                "Username": "orthanc",
+                "Password": postgres_password,
+            },
+        }
+    )
+    return config
+
+
+def env_file_text(settings: ServerSettings) -> str:
+    """The ``.env`` for ``settings``."""
+    return (
+        f"VINDR_HTTP_BIND={'0.0.0.0' if settings.remote_access else '127.0.0.1'}\n"
+        f"VINDR_HTTP_PORT={settings.http_port}\n"
+        f"VINDR_DICOM_PORT={settings.dicom_port}\n"
+        "VINDR_STORAGE_DIR=./storage\n"
+        "VINDR_POSTGRES_DIR=./postgres\n"
+    )
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> DockerProject:
+    """Write the compose project for ``settings`` into ``settings.data_dir``.
+
+    The database password is generated on first use and kept afterwards (the database
+    volume remembers it).
+
+    Raises
+    ------
+    ServerError
+        When the compose template is missing (an installed package without the repo).
+    """
+    if not template.is_file():
+        raise ServerError(f"{template} missing: run from a checkout of vindr-dicom")
+    project = DockerProject(settings.data_dir)
+    project.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(project.root, 0o700)
+    for folder in ("storage", "postgres"):
+        (project.root / folder).mkdir(exist_ok=True)
+    shutil.copyfile(template, project.compose_file)
+    if project.postgres_secret.is_file():
+        password = project.postgres_secret.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(24)
+        _write(project.postgres_secret, password + "\n", 0o644)
+    _write(project.orthanc_secret, json.dumps(docker_config(settings, password), indent=2), 0o644)
+    _write(project.env_file, env_file_text(settings), 0o600)
+    return project
+
+
+def compose_available() -> bool:
+    """True when ``docker compose`` (the CLI plugin) runs here; says nothing of the engine."""
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def engine_available() -> bool:
+    """True when a docker engine answers (``docker info``)."""
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=30)
+    return probe.returncode == 0
+
+
+def _run(project: DockerProject, *args: str) -> int:
+    if not (compose_available() and engine_available()):
+        raise ServerError(f"docker compose cannot run here: {INSTALL_HINT}")
+    return subprocess.run(project.command(*args), check=False).returncode
+
+
+def up(project: DockerProject, *, background: bool = True) -> int:
+    """``docker compose up`` (``-d --wait`` in the background: returns once healthy)."""
+    return _run(
+        project, "up", *(("-d", "--wait") if background else ("--abort-on-container-exit",))
+    )
+
+
+def stop(data_dir: Path) -> bool:
+    """``docker compose stop`` the project in ``data_dir``; False when there is none."""
+    project = DockerProject(Path(data_dir).expanduser().resolve())
+    if not project.compose_file.is_file():
+        return False
+    if _run(project, "stop") != 0:
+        raise ServerError(f"docker compose stop failed in {project.root}")
+    return True

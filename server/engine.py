@@ -1,0 +1,170 @@
+"""Start and stop the PACS on the chosen engine, and remember where it runs.
+
+The CLI's ``serve`` and ``stop`` are thin wrappers around :func:`make_settings`,
+:func:`serve` and :func:`stop`; the credentials and the server's whereabouts go to the
+per-user file (:mod:`server.userconfig`) so that ``load`` and ``verify`` find them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import docker, native
+from .errors import ServerError
+from .settings import (
+    DEFAULT_AET,
+    DEFAULT_DICOM_PORT,
+    DEFAULT_HTTP_PORT,
+    Modality,
+    ServerSettings,
+)
+from .userconfig import (
+    config_path,
+    default_data_dir,
+    ensure_credentials,
+    load_user_config,
+    remember_server,
+)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a user needs to reach a started PACS (printed by ``serve``)."""
+
+    engine: str
+    url: str
+    dicomweb_url: str
+    aet: str
+    dicom_port: int
+    username: str
+    credentials_file: Path
+    data_dir: Path
+    version: str
+    pid: int | None = None
+
+
+def make_settings(
+    data_dir: Path | None = None,
+    *,
+    http_port: int = DEFAULT_HTTP_PORT,
+    dicom_port: int = DEFAULT_DICOM_PORT,
+    aet: str = DEFAULT_AET,
+    modalities: Sequence[str] = (),
+    remote_access: bool = False,
+    engine: str = "native",
+) -> ServerSettings:
+    """Settings from command-line values, with the per-user credentials (made on first use).
+
+    Raises
+    ------
+    ValueError
+        On a bad port, AE title, modality (``AET@HOST:PORT``) or engine.
+    """
+    return ServerSettings(
+        data_dir=Path(data_dir) if data_dir else default_data_dir(),
+        credentials=ensure_credentials(),
+        http_port=http_port,
+        dicom_port=dicom_port,
+        aet=aet,
+        modalities=tuple(Modality.parse(m) for m in modalities),
+        remote_access=remote_access,
+        engine=engine,  # type: ignore[arg-type]
+    )
+
+
+def _info(settings: ServerSettings, version: str, pid: int | None) -> ServerInfo:
+    return ServerInfo(
+        engine=settings.engine,
+        url=settings.url,
+        dicomweb_url=settings.dicomweb_url,
+        aet=settings.aet,
+        dicom_port=settings.dicom_port,
+        username=settings.credentials.username,
+        credentials_file=config_path(),
+        data_dir=settings.data_dir,
+        version=version,
+        pid=pid,
+    )
+
+
+def _remember(settings: ServerSettings) -> None:
+    remember_server(
+        url=settings.url,
+        aet=settings.aet,
+        dicom_port=settings.dicom_port,
+        engine=settings.engine,
+        data_dir=str(settings.data_dir),
+    )
+
+
+def serve(
+    settings: ServerSettings,
+    *,
+    background: bool = False,
+    on_ready: Callable[[ServerInfo], None] | None = None,
+) -> int:
+    """Start the PACS; in the foreground, run it until Ctrl-C/SIGTERM.
+
+    Returns
+    -------
+    int
+        0 on a clean start (background) or a requested stop (foreground), else the
+        engine's exit code.
+
+    Raises
+    ------
+    ServerError
+        When the engine cannot start (missing software, busy port, ...).
+    """
+    if settings.engine == "docker":
+        project = docker.prepare(settings)
+        _remember(settings)
+        if not background:  # compose runs attached from here on: say where it will be
+            if on_ready is not None:
+                on_ready(_info(settings, docker.ORTHANC_IMAGE, None))
+            return docker.up(project, background=False)
+        code = docker.up(project, background=True)  # returns once the health checks pass
+        if code == 0 and on_ready is not None:
+            on_ready(_info(settings, docker.ORTHANC_IMAGE, None))
+        return code
+    if background:
+        server = native.start(settings)
+        _remember(settings)
+        if on_ready is not None:
+            on_ready(_info(settings, server.system.version, server.pid))
+        return 0
+
+    def ready(server: native.NativeServer) -> None:
+        _remember(settings)
+        if on_ready is not None:
+            on_ready(_info(settings, server.system.version, server.pid))
+
+    return native.serve(settings, on_ready=ready)
+
+
+def stop(data_dir: Path | None = None, engine: str | None = None) -> bool:
+    """Stop the PACS on ``data_dir`` (default: the one ``serve`` last started).
+
+    ``engine`` defaults to what the folder holds (a compose project or a native server).
+
+    Returns
+    -------
+    bool
+        False when nothing was running there.
+    """
+    stored = load_user_config()
+    if data_dir is None:
+        if stored is None or not stored.data_dir:
+            raise ServerError(f"no server recorded in {config_path()}: pass --data")
+        data_dir = Path(stored.data_dir)
+    if engine is None:
+        engine = (
+            "docker"
+            if docker.DockerProject(Path(data_dir).resolve()).compose_file.is_file()
+            else "native"
+        )
+    if engine == "docker":
+        return docker.stop(data_dir)
+    return native.stop(data_dir)

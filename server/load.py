@@ -1,0 +1,364 @@
+"""Send every object of a converted output folder to Orthanc, then check they are all there.
+
+The steps, each visible in :func:`load`:
+
+1. read ``manifest.csv``;
+2. ask Orthanc which of its instances are already stored (batched ``/tools/find`` by
+   study): those are not sent again, so re-running a load is cheap and harmless;
+3. send the rest from parallel workers, each with its own keep-alive connection, over REST
+   ``POST /instances`` (default), STOW-RS (``dicomweb-client``) or C-STORE (``pynetdicom``),
+   reading every answer (STOW hides per-instance failures inside a 200);
+4. retry the failures a few times;
+5. check again that every manifest instance is in Orthanc.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
+
+import pydicom
+import requests
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from .client import Connection, OrthancClient, OrthancError, dicomweb_client
+from .errors import ServerError
+from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
+from .settings import DEFAULT_LOADER_AET
+
+Method = Literal["rest", "stow", "cstore"]
+METHODS: tuple[str, ...] = ("rest", "stow", "cstore")
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` from the calling thread after each object."""
+
+STORED, ALREADY = "stored", "already"
+CSTORE_TRANSFER_SYNTAXES = (
+    pydicom.uid.ExplicitVRLittleEndian,
+    pydicom.uid.ImplicitVRLittleEndian,
+    pydicom.uid.JPEG2000Lossless,
+    pydicom.uid.JPEGLSLossless,
+    pydicom.uid.RLELossless,
+)
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """Why one object is not (known to be) in the PACS."""
+
+    path: Path
+    sop_instance_uid: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class LoadResult:
+    """What a load did.
+
+    Attributes
+    ----------
+    total
+        Objects in the manifest.
+    sent
+        Objects stored by this run.
+    already_present
+        Objects that were in the PACS before (not re-sent, or answered AlreadyStored).
+    failed
+        Objects whose every attempt failed.
+    missing
+        Manifest objects not found in the PACS at the final check (failed ones included;
+        all of them when the check itself failed).
+    errors
+        One entry per failed or missing object, naming its file.
+    """
+
+    total: int = 0
+    sent: int = 0
+    already_present: int = 0
+    failed: int = 0
+    missing: int = 0
+    errors: list[LoadError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every manifest object is confirmed in the PACS."""
+        return self.failed == 0 and self.missing == 0 and not self.errors
+
+
+class Sender(Protocol):
+    """Sends one file; returns STORED or ALREADY, raises on failure. One per worker thread."""
+
+    def send(self, entry: ManifestRow, path: Path) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class RestSender:
+    """``POST /instances`` on a keep-alive session of its own."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.client = OrthancClient.connect(connection)
+
+    def send(self, entry: ManifestRow, path: Path) -> str:
+        answer = self.client.store_instance(path.read_bytes())
+        return ALREADY if answer.already_stored else STORED
+
+    def close(self) -> None:
+        self.client.session.close()
+
+
+class StowSender:
+    """STOW-RS, one instance per request, reading the per-instance answer."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.session = connection.session()
+        self.client = dicomweb_client(connection, self.session)
+
+    def send(self, entry: ManifestRow, path: Path) -> str:
+        try:
+            answer = self.client.store_instances([pydicom.dcmread(path)])
+        except requests.HTTPError as exc:
+            raise ServerError(f"STOW-RS answered HTTP {exc.response.status_code}") from exc
+        except requests.RequestException as exc:
+            raise ServerError(f"STOW-RS: {exc}") from exc
+        for item in answer.get("FailedSOPSequence", []):
+            if item.get("ReferencedSOPInstanceUID") == entry.sop_instance_uid:
+                reason = item.get("FailureReason", "?")
+                raise ServerError(f"STOW-RS refused it (FailureReason {reason})")
+        for item in answer.get("ReferencedSOPSequence", []):
+            if item.get("ReferencedSOPInstanceUID") == entry.sop_instance_uid:
+                return STORED
+        raise ServerError("STOW-RS answer does not list this instance")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class CStoreSender:
+    """C-STORE over one association per worker (re-opened after a failure)."""
+
+    def __init__(
+        self, host: str, port: int, called_aet: str, calling_aet: str, sop_classes: Sequence[str]
+    ):
+        self.address = (host, port, called_aet)
+        self.ae = AE(ae_title=calling_aet)
+        for sop_class in sorted(set(sop_classes)):
+            for syntax in CSTORE_TRANSFER_SYNTAXES:
+                self.ae.add_requested_context(sop_class, syntax)
+        self.assoc: Association | None = None
+
+    def send(self, entry: ManifestRow, path: Path) -> str:
+        if self.assoc is None or not self.assoc.is_established:
+            host, port, called = self.address
+            self.assoc = self.ae.associate(host, port, ae_title=called)
+            if not self.assoc.is_established:
+                self.assoc = None
+                raise ServerError(
+                    f"C-STORE association to {called}@{host}:{port} refused or failed"
+                )
+        try:
+            status = self.assoc.send_c_store(path)
+        except (ValueError, RuntimeError) as exc:
+            raise ServerError(f"C-STORE: {exc}") from exc
+        code = int(getattr(status, "Status", -1))
+        if code == 0x0000 or code in (0xB000, 0xB006, 0xB007):  # success or warning
+            return STORED
+        self.close()
+        raise ServerError(
+            f"C-STORE status 0x{code & 0xFFFF:04X}" if code >= 0 else "C-STORE: no answer"
+        )
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None
+
+
+def _sender_factory(
+    method: str,
+    connection: Connection,
+    client: OrthancClient,
+    entries: Sequence[ManifestRow],
+    calling_aet: str,
+) -> Callable[[], Sender]:
+    if method == "rest":
+        return lambda: RestSender(connection)
+    if method == "stow":
+        if not client.system().has_dicomweb:
+            raise ServerError("STOW-RS needs Orthanc's DICOMweb plugin, which this server lacks")
+        return lambda: StowSender(connection)
+    if method == "cstore":
+        system = client.system()
+        host = urlsplit(connection.url).hostname or "127.0.0.1"
+        classes = [e.sop_class_uid for e in entries]
+        return lambda: CStoreSender(host, system.dicom_port, system.dicom_aet, calling_aet, classes)
+    raise ServerError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def _send_round(
+    todo: Sequence[ManifestRow],
+    out_dir: Path,
+    make_sender: Callable[[], Sender],
+    workers: int,
+    on_done: Callable[[], None],
+) -> dict[str, str | Exception]:
+    """Send ``todo`` from ``workers`` threads; SOP Instance UID -> STORED/ALREADY or the error."""
+    local = threading.local()
+    senders: list[Sender] = []
+    lock = threading.Lock()
+
+    def send_one(entry: ManifestRow) -> str:
+        sender = getattr(local, "sender", None)
+        if sender is None:
+            sender = local.sender = make_sender()
+            with lock:
+                senders.append(sender)
+        return sender.send(entry, entry.file(out_dir))
+
+    outcomes: dict[str, str | Exception] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(send_one, e): e for e in todo}
+        for future in as_completed(futures):
+            entry = futures[future]
+            try:
+                outcomes[entry.sop_instance_uid] = future.result()
+            except Exception as exc:  # every failure is reported per file, then retried
+                outcomes[entry.sop_instance_uid] = exc
+            on_done()
+    for sender in senders:
+        try:
+            sender.close()
+        except Exception:  # closing a dead connection must not hide the results
+            pass
+    return outcomes
+
+
+def load(
+    out_dir: Path,
+    connection: Connection,
+    *,
+    method: Method = "rest",
+    workers: int = 2,
+    retries: int = 2,
+    retry_delay: float = 2.0,
+    calling_aet: str = DEFAULT_LOADER_AET,
+    progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Load the converted folder ``out_dir`` into the PACS at ``connection``.
+
+    Parameters
+    ----------
+    out_dir
+        Converted output folder (with ``manifest.csv``).
+    connection
+        The PACS (its REST URL and credentials).
+    method
+        ``rest`` (``POST /instances``), ``stow`` (STOW-RS) or ``cstore`` (C-STORE to the
+        DICOM port and AE title ``GET /system`` reports).
+    workers
+        Parallel connections.
+    retries
+        Extra rounds for the objects that failed.
+    retry_delay
+        Seconds between rounds.
+    calling_aet
+        Our AE title for C-STORE; Orthanc must list it (``serve`` registers the default).
+    progress
+        Called with ``(done, total)`` as objects are handled.
+
+    Returns
+    -------
+    LoadResult
+        Counts and per-file errors; ``result.ok`` tells whether all is in the PACS.
+
+    Raises
+    ------
+    ServerError
+        When the manifest is unreadable or the PACS cannot be asked what it holds.
+    """
+    out_dir = Path(out_dir)
+    entries = read_manifest(out_dir)
+    result = LoadResult(total=len(entries))
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, result.total)
+
+    client = OrthancClient.connect(connection)
+    studies = {e.study_uid for e in entries}
+    present = client.sop_instance_uids(studies)
+    todo: list[ManifestRow] = []
+    for entry in entries:
+        if entry.sop_instance_uid in present:
+            result.already_present += 1
+            tick()
+        elif not entry.file(out_dir).is_file():
+            result.failed += 1
+            result.errors.append(
+                LoadError(entry.file(out_dir), entry.sop_instance_uid, "file not found")
+            )
+            tick()
+        else:
+            todo.append(entry)
+
+    make_sender = _sender_factory(method, connection, client, todo, calling_aet) if todo else None
+    last_error: dict[str, Exception] = {}
+    for attempt in range(1 + max(0, retries)):
+        if not todo or make_sender is None:
+            break
+        if attempt:
+            time.sleep(retry_delay)
+        first = attempt == 0
+        outcomes = _send_round(todo, out_dir, make_sender, workers, tick if first else lambda: None)
+        retry: list[ManifestRow] = []
+        for entry in todo:
+            outcome = outcomes[entry.sop_instance_uid]
+            if isinstance(outcome, Exception):
+                last_error[entry.sop_instance_uid] = outcome
+                retry.append(entry)
+            else:
+                last_error.pop(entry.sop_instance_uid, None)
+                if outcome == ALREADY:
+                    result.already_present += 1
+                else:
+                    result.sent += 1
+        todo = retry
+
+    by_uid = {e.sop_instance_uid: e for e in entries}
+    for uid, exc in last_error.items():
+        result.failed += 1
+        result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, f"not stored: {exc}"))
+
+    try:
+        present = client.sop_instance_uids(studies)
+    except OrthancError as exc:  # nothing can be confirmed
+        result.missing = result.total
+        result.errors.append(
+            LoadError(out_dir / MANIFEST_NAME, "", f"could not check the PACS afterwards: {exc}")
+        )
+        return result
+    reported = {e.sop_instance_uid for e in result.errors}
+    for entry in entries:
+        if entry.sop_instance_uid not in present:
+            result.missing += 1
+            if entry.sop_instance_uid not in reported:
+                result.errors.append(
+                    LoadError(
+                        entry.file(out_dir),
+                        entry.sop_instance_uid,
+                        "sent, but not found in the PACS afterwards",
+                    )
+                )
+    return result

@@ -1,0 +1,395 @@
+"""Run Debian's Orthanc (``/usr/sbin/Orthanc``) with our own configuration.
+
+Never the system service nor ``/etc/orthanc``: each data folder gets its own
+``orthanc.json``, storage, temporary folder, logs and pid file::
+
+    DATA/orthanc.json   configuration (mode 600: it holds the credentials)
+    DATA/storage/       DICOM files and the SQLite index
+    DATA/tmp/           Orthanc's TemporaryDirectory
+    DATA/logs/          Orthanc's --logdir, plus console.log (stdout/stderr)
+    DATA/orthanc.pid    pid of the running server
+
+:func:`start` starts a server and waits until ``GET /system`` answers; :func:`serve` runs
+one in the foreground until Ctrl-C or SIGTERM; :func:`stop` stops one started in the
+background, from any process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import Connection, OrthancClient, OrthancError, SystemInfo
+from .errors import ServerError
+from .settings import ServerSettings, orthanc_config
+
+ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
+PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
+INSTALL_HINT = "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of a native server inside its data folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """Orthanc's configuration file."""
+        return self.root / "orthanc.json"
+
+    @property
+    def storage(self) -> Path:
+        """Storage area and SQLite index."""
+        return self.root / "storage"
+
+    @property
+    def tmp(self) -> Path:
+        """Orthanc's TemporaryDirectory."""
+        return self.root / "tmp"
+
+    @property
+    def logs(self) -> Path:
+        """Orthanc's --logdir."""
+        return self.root / "logs"
+
+    @property
+    def console(self) -> Path:
+        """Orthanc's stdout and stderr."""
+        return self.logs / "console.log"
+
+    @property
+    def pid_file(self) -> Path:
+        """Pid of the running server."""
+        return self.root / "orthanc.pid"
+
+
+def installed_version(binary: Path = ORTHANC_BINARY) -> str:
+    """The version of the Orthanc binary (``Orthanc --version``), e.g. ``"1.10.1"``.
+
+    Raises
+    ------
+    ServerError
+        With an install hint when the binary is missing.
+    """
+    if not binary.exists():
+        raise ServerError(f"Orthanc is not installed ({binary} missing): {INSTALL_HINT}")
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    first = out.splitlines()[0] if out else ""
+    return first.split()[-1] if first.split() else "unknown"
+
+
+def dicomweb_plugin(plugin_dir: Path = PLUGIN_DIR) -> Path:
+    """The DICOMweb plugin library; raises ServerError with an install hint when missing."""
+    path = plugin_dir / DICOMWEB_PLUGIN
+    if not path.exists():
+        raise ServerError(
+            f"Orthanc's DICOMweb plugin is not installed ({path} missing): {INSTALL_HINT}"
+        )
+    return path
+
+
+def native_config(
+    settings: ServerSettings, version: str, plugins: Sequence[Path]
+) -> dict[str, Any]:
+    """:func:`orthanc_config` plus this engine's layout and plugins (listed one by one)."""
+    layout = Layout(settings.data_dir)
+    config = orthanc_config(settings, version)
+    config.update(
+        {
+            "StorageDirectory": str(layout.storage),
+            "IndexDirectory": str(layout.storage),
+            "TemporaryDirectory": str(layout.tmp),
+            "Plugins": [str(p) for p in plugins],
+        }
+    )
+    return config
+
+
+def write_config(settings: ServerSettings, version: str, plugins: Sequence[Path]) -> Path:
+    """Create the data folder layout and write ``orthanc.json`` (mode 600)."""
+    layout = Layout(settings.data_dir)
+    for folder in (layout.root, layout.storage, layout.tmp, layout.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(native_config(settings, version, plugins), f, indent=2)
+    os.chmod(layout.config, 0o600)
+    return layout.config
+
+
+def port_in_use(port: int) -> bool:
+    """True when something already listens on ``port`` (any interface)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+def _is_orthanc(pid: int, config: Path) -> bool:
+    """True when ``pid`` is a live Orthanc process started with ``config``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and str(config).encode() in cmdline
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """Pid of the Orthanc running on ``data_dir``; None when none (stale pid files ignored)."""
+    layout = Layout(Path(data_dir).expanduser().resolve())
+    try:
+        pid = int(layout.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _is_orthanc(pid, layout.config) else None
+
+
+def _log_tail(layout: Layout, lines: int = 15) -> str:
+    logs = sorted(layout.logs.glob("*"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return ""
+    text = logs[-1].read_text(errors="replace").splitlines()[-lines:]
+    return f"\nlast lines of {logs[-1]}:\n" + "\n".join(text)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+class NativeServer:
+    """A running Orthanc started by :func:`start`.
+
+    Attributes
+    ----------
+    settings
+        What it was started with.
+    process
+        The Orthanc process.
+    system
+        ``GET /system`` and ``/plugins`` as answered once ready.
+    """
+
+    def __init__(
+        self, settings: ServerSettings, process: subprocess.Popen[bytes], system: SystemInfo
+    ):
+        self.settings = settings
+        self.process = process
+        self.system = system
+
+    @property
+    def pid(self) -> int:
+        """Pid of the Orthanc process."""
+        return self.process.pid
+
+    @property
+    def connection(self) -> Connection:
+        """How to reach it over HTTP from this machine."""
+        creds = self.settings.credentials
+        return Connection(self.settings.url, creds.username, creds.password)
+
+    def running(self) -> bool:
+        """True while the process lives."""
+        return self.process.poll() is None
+
+    def wait(self) -> int:
+        """Wait until Orthanc exits by itself; its exit code."""
+        code = self.process.wait()
+        Layout(self.settings.data_dir).pid_file.unlink(missing_ok=True)
+        return code
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to ``timeout`` s (then SIGKILL); Orthanc's exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        Layout(self.settings.data_dir).pid_file.unlink(missing_ok=True)
+        return int(self.process.returncode)
+
+
+def start(
+    settings: ServerSettings,
+    *,
+    binary: Path = ORTHANC_BINARY,
+    plugin_dir: Path = PLUGIN_DIR,
+    timeout: float = READY_TIMEOUT,
+) -> NativeServer:
+    """Start Orthanc on ``settings`` and wait until it answers ``GET /system``.
+
+    The process runs in its own session (Ctrl-C in the terminal does not reach it; stop it
+    with :meth:`NativeServer.stop` or :func:`stop`) and outlives the caller unless stopped.
+
+    Raises
+    ------
+    ServerError
+        Missing binary or plugin (with an install hint), a port already in use, a server
+        already running on this data folder, or Orthanc exiting or not answering in time
+        (with the end of its log).
+    """
+    version = installed_version(binary)
+    plugins = [dicomweb_plugin(plugin_dir)]
+    layout = Layout(settings.data_dir)
+    pid = running_pid(settings.data_dir)
+    if pid is not None:
+        raise ServerError(
+            f"an Orthanc already runs on {settings.data_dir} (pid {pid}): stop it first"
+        )
+    for port, what in ((settings.http_port, "HTTP"), (settings.dicom_port, "DICOM")):
+        if port_in_use(port):
+            raise ServerError(f"{what} port {port} is already in use: choose another one")
+    config = write_config(settings, version, plugins)
+    with open(layout.console, "ab") as console:
+        process = subprocess.Popen(
+            [str(binary), f"--logdir={layout.logs}", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    layout.pid_file.write_text(f"{process.pid}\n")
+    try:
+        system = _wait_ready(settings, process, timeout)
+    except BaseException:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        layout.pid_file.unlink(missing_ok=True)
+        raise
+    return NativeServer(settings, process, system)
+
+
+def _wait_ready(
+    settings: ServerSettings, process: subprocess.Popen[bytes], timeout: float
+) -> SystemInfo:
+    layout = Layout(settings.data_dir)
+    creds = settings.credentials
+    client = OrthancClient.connect(Connection(settings.url, creds.username, creds.password), 2.0)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ServerError(
+                f"Orthanc exited with code {process.returncode} at start{_log_tail(layout)}"
+            )
+        try:
+            system = client.system()
+            break
+        except OrthancError as exc:
+            if exc.status is not None:
+                raise ServerError(f"Orthanc answered {exc} at start{_log_tail(layout)}") from exc
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"Orthanc did not answer within {timeout:.0f} s{_log_tail(layout)}"
+                ) from exc
+            time.sleep(0.05)
+    if not system.has_dicomweb:
+        raise ServerError(
+            f"Orthanc {system.version} started without its DICOMweb plugin{_log_tail(layout)}"
+        )
+    return system
+
+
+def serve(
+    settings: ServerSettings,
+    on_ready: Callable[[NativeServer], None] | None = None,
+    **start_options: Any,
+) -> int:
+    """Run Orthanc in the foreground until Ctrl-C or SIGTERM, then stop it cleanly.
+
+    Parameters
+    ----------
+    settings
+        What to start.
+    on_ready
+        Called once the server answers (e.g. to print its URLs).
+    start_options
+        Passed to :func:`start`.
+
+    Returns
+    -------
+    int
+        0 after a requested stop, else Orthanc's own exit code.
+    """
+
+    class _Stop(Exception):
+        pass
+
+    def _raise(signum: int, frame: object) -> None:
+        raise _Stop()
+
+    server = start(settings, **start_options)
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        return server.wait()
+    except (_Stop, KeyboardInterrupt):
+        server.stop()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server.running():
+            server.stop()
+
+
+def stop(data_dir: Path, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop the Orthanc running on ``data_dir`` (SIGTERM, then SIGKILL after ``timeout``).
+
+    Returns
+    -------
+    bool
+        False when none was running.
+    """
+    layout = Layout(Path(data_dir).expanduser().resolve())
+    pid = running_pid(layout.root)
+    if pid is None:
+        layout.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, timeout):
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+    layout.pid_file.unlink(missing_ok=True)
+    return True

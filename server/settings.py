@@ -1,0 +1,303 @@
+"""One settings object for the PACS, and the Orthanc configuration it stands for.
+
+:class:`ServerSettings` holds what a user chooses (ports, AE titles, modalities, remote
+access, credentials, engine); :func:`orthanc_config` turns it into the Orthanc JSON
+configuration shared by every engine. The engines (:mod:`server.native`,
+:mod:`server.docker`) add only their own file-system layout and plugin loading.
+
+Every value here has a reason, written down in ``shared/reference/orthanc.md``: in short,
+Orthanc's defaults either lose data silently (storage limits), match nothing silently
+(``StorageAccessOnFind``), or open access (``DicomAlwaysAllowStore``, remote access without
+users).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Engine = Literal["native", "docker"]
+ENGINES: tuple[str, ...] = ("native", "docker")
+
+DEFAULT_HTTP_PORT = 8042
+DEFAULT_DICOM_PORT = 4242
+DEFAULT_AET = "VINDR"
+DEFAULT_LOADER_AET = "VINDR-LOADER"
+DEFAULT_USERNAME = "vindr"
+DICOMWEB_ROOT = "/dicom-web/"
+
+# Tags we filter on that Orthanc does not keep in its index by default; from Orthanc 1.11 on
+# ExtraMainDicomTags makes those filters index-backed (1.10 ignores the key).
+EXTRA_MAIN_DICOM_TAGS: dict[str, list[str]] = {
+    "Patient": [],
+    "Study": ["PatientAge"],
+    "Series": [],
+    "Instance": ["ImageLaterality", "ViewPosition", "SOPClassUID", "Rows", "Columns"],
+}
+EXTRA_MAIN_DICOM_TAGS_SINCE = (1, 11)
+
+_AET = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
+
+
+def check_aet(aet: str, what: str = "AE title") -> str:
+    """Return ``aet`` if it is a usable AE title (1-16 of ``A-Z a-z 0-9 . _ -``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the bad value.
+    """
+    if not _AET.match(aet):
+        raise ValueError(f"{what} {aet!r}: use 1 to 16 characters among A-Z a-z 0-9 . _ -")
+    return aet
+
+
+def check_port(port: int, what: str = "port") -> int:
+    """Return ``port`` if it is a TCP port number (1..65535); raises ValueError otherwise."""
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"{what} {port!r}: must be between 1 and 65535")
+    return int(port)
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``"1.10.1"`` -> ``(1, 10, 1)``; ``"mainline"`` (a development build) -> ``(999,)``."""
+    numbers = re.findall(r"\d+", version)
+    if version.strip().lower() == "mainline" or not numbers:
+        return (999,)
+    return tuple(int(n) for n in numbers)
+
+
+@dataclass(frozen=True)
+class Modality:
+    """A remote DICOM node Orthanc knows, with what it may ask of Orthanc.
+
+    Parameters
+    ----------
+    aet, host, port
+        Its AE title and where Orthanc reaches it (C-MOVE destination).
+    allow_echo, allow_find, allow_get, allow_move, allow_store
+        The DICOM services this AE title may request from Orthanc.
+    """
+
+    aet: str
+    host: str
+    port: int
+    allow_echo: bool = True
+    allow_find: bool = True
+    allow_get: bool = True
+    allow_move: bool = True
+    allow_store: bool = False
+
+    def __post_init__(self) -> None:
+        check_aet(self.aet, "modality AE title")
+        check_port(self.port, f"port of modality {self.aet}")
+        if not self.host:
+            raise ValueError(f"modality {self.aet}: empty host")
+
+    @classmethod
+    def parse(cls, text: str) -> Modality:
+        """Parse ``AET@HOST:PORT`` (IPv6 hosts in brackets: ``AET@[::1]:104``).
+
+        Raises
+        ------
+        ValueError
+            When ``text`` is not of that form.
+        """
+        aet, at, rest = text.partition("@")
+        host, colon, port = rest.rpartition(":")
+        if not (at and colon and aet and host and port.isdigit()):
+            raise ValueError(f"modality {text!r}: expected AET@HOST:PORT, e.g. VIEWER@10.0.0.5:104")
+        return cls(aet=aet, host=host.strip("[]"), port=int(port))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.aet}@{host}:{self.port}"
+
+    def orthanc_entry(self) -> dict[str, Any]:
+        """The object form of a ``DicomModalities`` entry, with per-service flags."""
+        return {
+            "AET": self.aet,
+            "Host": self.host,
+            "Port": self.port,
+            "AllowEcho": self.allow_echo,
+            "AllowFind": self.allow_find,
+            "AllowGet": self.allow_get,
+            "AllowMove": self.allow_move,
+            "AllowStore": self.allow_store,
+            "AllowStorageCommitment": False,
+        }
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """HTTP basic-auth credentials of the one Orthanc user we register."""
+
+    username: str
+    password: str
+
+    def __post_init__(self) -> None:
+        if not self.username or ":" in self.username:
+            raise ValueError(f"username {self.username!r}: must be non-empty, without ':'")
+        if not self.password:
+            raise ValueError("password must not be empty")
+
+    @classmethod
+    def generate(cls, username: str = DEFAULT_USERNAME) -> Credentials:
+        """New credentials with a random 32-character URL-safe password."""
+        return cls(username=username, password=secrets.token_urlsafe(24))
+
+    def __repr__(self) -> str:  # keep the password out of logs and tracebacks
+        return f"Credentials(username={self.username!r}, password='***')"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything a user chooses about the PACS.
+
+    Parameters
+    ----------
+    data_dir
+        Where the engine keeps its configuration, storage, logs and pid file.
+    credentials
+        The registered HTTP user (see :mod:`server.userconfig` for where it is kept).
+    http_port, dicom_port, aet
+        Orthanc's REST/DICOMweb port, DICOM port and AE title.
+    modalities
+        Remote DICOM nodes allowed to echo, find, get and move (C-MOVE destinations too).
+    remote_access
+        Serve HTTP beyond the loopback interface.
+    engine
+        ``native`` (Debian's Orthanc) or ``docker`` (``docker/docker-compose.yml``).
+    loader_aet
+        AE title that ``load --method cstore`` calls from, registered for echo and store
+        only; empty to register none.
+    sync_storage
+        fsync every stored file (``SyncStorageArea``); off only for a bulk load that is
+        verified afterwards.
+    name
+        Orthanc's display name.
+    """
+
+    data_dir: Path
+    credentials: Credentials
+    http_port: int = DEFAULT_HTTP_PORT
+    dicom_port: int = DEFAULT_DICOM_PORT
+    aet: str = DEFAULT_AET
+    modalities: tuple[Modality, ...] = ()
+    remote_access: bool = False
+    engine: Engine = "native"
+    loader_aet: str = DEFAULT_LOADER_AET
+    sync_storage: bool = True
+    name: str = "vindr-dicom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        check_port(self.http_port, "HTTP port")
+        check_port(self.dicom_port, "DICOM port")
+        if self.http_port == self.dicom_port:
+            raise ValueError(f"HTTP and DICOM ports must differ (both {self.http_port})")
+        check_aet(self.aet, "server AE title")
+        if self.loader_aet:
+            check_aet(self.loader_aet, "loader AE title")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        seen = {self.aet.upper()}
+        for aet in [m.aet for m in self.all_modalities()]:
+            if aet.upper() in seen:
+                raise ValueError(f"AE title {aet} is used twice (server, loader and modalities)")
+            seen.add(aet.upper())
+
+    @property
+    def url(self) -> str:
+        """The REST base URL, as reached from this machine."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root URL, as reached from this machine."""
+        return self.url + DICOMWEB_ROOT.rstrip("/")
+
+    def all_modalities(self) -> tuple[Modality, ...]:
+        """The user's modalities plus the store-only loader AE title (when set)."""
+        loader: tuple[Modality, ...] = ()
+        if self.loader_aet:
+            loader = (
+                Modality(
+                    self.loader_aet,
+                    "127.0.0.1",
+                    104,
+                    allow_find=False,
+                    allow_get=False,
+                    allow_move=False,
+                    allow_store=True,
+                ),
+            )
+        return self.modalities + loader
+
+
+def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
+    """The engine-independent Orthanc configuration for ``settings``.
+
+    Parameters
+    ----------
+    settings
+        The user's choices.
+    version
+        The Orthanc version that will read it (as ``GET /system`` or ``--version`` tell);
+        keys newer versions need are added only for them.
+
+    Returns
+    -------
+    dict
+        JSON-ready configuration; engines add storage paths, plugins and remote access.
+    """
+    config: dict[str, Any] = {
+        "Name": settings.name,
+        "HttpPort": settings.http_port,
+        "DicomPort": settings.dicom_port,
+        "DicomAet": settings.aet,
+        "DicomServerEnabled": True,
+        "HttpServerEnabled": True,
+        "RemoteAccessAllowed": settings.remote_access,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {settings.credentials.username: settings.credentials.password},
+        # Storage: no limit (a limit silently deletes the oldest patients), no compression
+        # (ingest drops tenfold), idempotent re-sends.
+        "MaximumStorageSize": 0,
+        "MaximumPatientCount": 0,
+        "StorageCompression": False,
+        "SyncStorageArea": settings.sync_storage,
+        "OverwriteInstances": False,
+        "StorageAccessOnFind": "Always",
+        "SaveJobs": False,
+        "WebDavEnabled": False,
+        "DefaultEncoding": "Utf8",
+        # DICOM access: only listed AE titles, each with its own services.
+        "DicomCheckCalledAet": True,
+        "DicomAlwaysAllowEcho": False,
+        "DicomAlwaysAllowStore": False,
+        "DicomAlwaysAllowFind": False,
+        "DicomAlwaysAllowFindWorklist": False,
+        "DicomAlwaysAllowGet": False,
+        "DicomAlwaysAllowMove": False,
+        # Off: Orthanc compares the configured host as a string with the peer's IP, so a
+        # modality given by name, or a loader behind docker's NAT, would be refused.
+        "DicomCheckModalityHost": False,
+        "DicomModalities": {m.aet: m.orthanc_entry() for m in settings.all_modalities()},
+        "DicomWeb": {
+            "Enable": True,
+            "Root": DICOMWEB_ROOT,
+            "EnableWado": True,
+            "WadoRoot": "/wado",
+            "Ssl": False,
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        },
+    }
+    if parse_version(version) >= EXTRA_MAIN_DICOM_TAGS_SINCE:
+        config["ExtraMainDicomTags"] = {k: list(v) for k, v in EXTRA_MAIN_DICOM_TAGS.items()}
+    return config

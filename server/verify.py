@@ -1,0 +1,332 @@
+"""Check what the PACS serves over DICOMweb against the converted folder and the release.
+
+Two separate halves:
+
+- **fetch** (:func:`fetch_study`, :func:`fetch_studies`): QIDO-RS and WADO-RS through
+  ``dicomweb-client`` give, per study, its PatientIDs, the instances QIDO lists, the MG
+  headers (WADO-RS metadata) and the full SR and SEG objects (WADO-RS retrieve), as
+  pydicom Datasets in a :class:`StudyObjects`.
+- **compare**: :func:`check_study` (instance counts per kind and UIDs against the manifest;
+  one PatientID per study, ``VINDR-<study_id>``, held by no other study) and
+  :func:`compare_annotations`, the single call site for the converter's export/compare.
+
+Studies stream through one at a time, so memory stays flat over 5,000 studies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+
+from converter.export import ExportError, compare_with_release, rows_from_datasets
+from converter.records import Problem
+from converter.uids import uid_to_hex
+
+from .client import Connection, dicomweb_client
+from .errors import ServerError
+from converter.manifest import ManifestRow, read_manifest
+
+PATIENT_ID_PREFIX = "VINDR-"
+KIND_OF_MODALITY = {"MG": "MG", "SR": "SR", "SEG": "SEG"}
+INSTANCE_FIELDS = ("PatientID", "Modality", "SOPClassUID", "SeriesInstanceUID")
+
+
+@dataclass
+class StudyObjects:
+    """What the PACS serves for one study.
+
+    Attributes
+    ----------
+    study_uid
+        The Study Instance UID asked for.
+    patient_ids
+        Every PatientID seen (QIDO study answer and each instance).
+    studies_of_patient
+        Study Instance UIDs QIDO finds for each of those PatientIDs.
+    instances
+        QIDO instance-level answers (with PatientID, Modality, SOPClassUID, series UID).
+    mg_headers
+        WADO-RS metadata of each MG instance (no pixel data).
+    sr, seg
+        The SR and SEG instances, retrieved whole over WADO-RS.
+    """
+
+    study_uid: str
+    patient_ids: set[str] = field(default_factory=set)
+    studies_of_patient: dict[str, set[str]] = field(default_factory=dict)
+    instances: list[Dataset] = field(default_factory=list)
+    mg_headers: list[Dataset] = field(default_factory=list)
+    sr: list[Dataset] = field(default_factory=list)
+    seg: list[Dataset] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        """True when the PACS knows the study at all."""
+        return bool(self.instances)
+
+
+@dataclass
+class VerifyResult:
+    """Outcome of :func:`verify`: how much was checked and every problem found.
+
+    Problems are the converter's :class:`converter.records.Problem` (severity, code,
+    message, study_id...), so the export/compare can return its own directly.
+    """
+
+    studies: int = 0
+    instances: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing differs."""
+        return not self.problems
+
+
+def describe(problem: Problem) -> str:
+    """One line for a user: ``study <id>: <message>`` (the message alone without a study)."""
+    return f"study {problem.study_id}: {problem.message}" if problem.study_id else problem.message
+
+
+# --- fetch ------------------------------------------------------------------------------
+
+
+def fetch_study(client: DICOMwebClient, study_uid: str) -> StudyObjects:
+    """Fetch one study over DICOMweb (QIDO + WADO-RS metadata/retrieve).
+
+    QIDO filters are exact UIDs and PatientIDs (digits, letters, dots, hyphens): safe on
+    Debian's Orthanc, which does not URL-decode query arguments.
+    """
+    study = StudyObjects(study_uid)
+    answers = client.search_for_studies(
+        search_filters={"StudyInstanceUID": study_uid}, fields=["PatientID"]
+    )
+    for answer in answers:
+        study.patient_ids.update(_values(Dataset.from_json(answer), "PatientID"))
+    if not answers:
+        return study
+    study.instances = [
+        Dataset.from_json(a)
+        for a in client.search_for_instances(
+            study_instance_uid=study_uid, fields=list(INSTANCE_FIELDS)
+        )
+    ]
+    for ds in study.instances:
+        study.patient_ids.update(_values(ds, "PatientID"))
+    for patient_id in sorted(study.patient_ids):
+        found = client.search_for_studies(
+            search_filters={"PatientID": patient_id}, fields=["PatientID"]
+        )
+        study.studies_of_patient[patient_id] = {
+            str(Dataset.from_json(a).get("StudyInstanceUID", "")) for a in found
+        }
+    mg_series: dict[str, set[str]] = defaultdict(set)
+    for ds in study.instances:
+        series_uid, sop_uid = (
+            str(ds.get("SeriesInstanceUID", "")),
+            str(ds.get("SOPInstanceUID", "")),
+        )
+        modality = str(ds.get("Modality", ""))
+        if modality == "MG":
+            mg_series[series_uid].add(sop_uid)
+        elif modality in ("SR", "SEG"):
+            whole = client.retrieve_instance(study_uid, series_uid, sop_uid)
+            (study.sr if modality == "SR" else study.seg).append(whole)
+    for series_uid, sop_uids in mg_series.items():  # one metadata request per MG series
+        for metadata in client.retrieve_series_metadata(study_uid, series_uid):
+            header = Dataset.from_json(metadata, bulk_data_uri_handler=_no_bulk_data)
+            if str(header.get("SOPInstanceUID", "")) in sop_uids:
+                study.mg_headers.append(header)
+    return study
+
+
+def fetch_studies(
+    connection: Connection, study_uids: Sequence[str], workers: int = 2
+) -> Iterator[StudyObjects]:
+    """Fetch ``study_uids`` in order, ``workers`` at a time, each thread on its own session.
+
+    Raises
+    ------
+    ServerError
+        When a DICOMweb request fails (HTTP error or no answer).
+    """
+    local = threading.local()
+
+    def fetch(uid: str) -> StudyObjects:
+        if not hasattr(local, "client"):
+            local.client = dicomweb_client(connection)
+        try:
+            return fetch_study(local.client, uid)
+        except requests.RequestException as exc:
+            raise ServerError(f"DICOMweb request for study {uid} failed: {exc}") from exc
+
+    window = max(1, workers) * 2
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(study_uids), window):
+            yield from pool.map(fetch, study_uids[start : start + window])
+
+
+def _no_bulk_data(tag: str, vr: str, uri: str) -> None:
+    """Leave bulk data (pixel data) of MG headers empty: it is not fetched."""
+    return None
+
+
+def _values(ds: Dataset, keyword: str) -> list[str]:
+    value = ds.get(keyword)
+    return [str(value)] if value not in (None, "") else []
+
+
+# --- compare ----------------------------------------------------------------------------
+
+
+def _problem(code: str, study_id: str, message: str) -> Problem:
+    return Problem("error", code, message, study_id=study_id)
+
+
+def check_study(expected: Sequence[ManifestRow], study: StudyObjects) -> list[Problem]:
+    """Instance counts and UIDs per kind against the manifest, and the patient-per-study rule."""
+    study_id = expected[0].study_id
+    if not study.found:
+        return [
+            _problem("pacs-study-missing", study_id, f"not in the PACS (study {study.study_uid})")
+        ]
+    problems: list[Problem] = []
+    want = Counter(e.kind for e in expected)
+    have = Counter(
+        KIND_OF_MODALITY.get(str(ds.get("Modality", "")), "other") for ds in study.instances
+    )
+    for kind in sorted(set(want) | set(have)):
+        if want[kind] != have[kind]:
+            problems.append(
+                _problem(
+                    "pacs-count-mismatch",
+                    study_id,
+                    f"{have[kind]} {kind} instance(s) in the PACS, manifest lists {want[kind]}",
+                )
+            )
+    served = {str(ds.get("SOPInstanceUID", "")) for ds in study.instances}
+    for entry in expected:
+        if entry.sop_instance_uid not in served:
+            problems.append(
+                _problem(
+                    "pacs-instance-missing",
+                    study_id,
+                    f"{entry.kind} {entry.path} ({entry.sop_instance_uid}) not served",
+                )
+            )
+    fetched = {"MG": len(study.mg_headers), "SR": len(study.sr), "SEG": len(study.seg)}
+    for kind, count in fetched.items():
+        if count != have[kind]:
+            problems.append(
+                _problem(
+                    "pacs-retrieve-failed",
+                    study_id,
+                    f"{count} of {have[kind]} {kind} instance(s) could be retrieved",
+                )
+            )
+    patient = PATIENT_ID_PREFIX + study_id
+    if study.patient_ids != {patient}:
+        problems.append(
+            _problem(
+                "pacs-patient-id",
+                study_id,
+                f"PatientID(s) {sorted(study.patient_ids)}, expected only {patient}",
+            )
+        )
+    for patient_id, studies in study.studies_of_patient.items():
+        if studies != {study.study_uid}:
+            others = sorted(studies - {study.study_uid})
+            problems.append(
+                _problem(
+                    "pacs-patient-shared",
+                    study_id,
+                    f"patient {patient_id} also holds studies {others}",
+                )
+            )
+    return problems
+
+
+def compare_annotations(
+    src: Path, studies: Iterable[StudyObjects], image_ids: Iterable[str]
+) -> list[Problem]:
+    """Rebuild the annotation CSV rows from what the PACS serves and compare with ``src``.
+
+    Each study's MG headers and SR go through the converter's export
+    (:func:`converter.export.rows_from_datasets`) as they stream past; the rows of all
+    studies are then compared with the release's rows of ``image_ids`` (the images the
+    manifest says were loaded), so an image missing from the PACS is a difference too.
+    """
+    breast: list[dict[str, str]] = []
+    finding: list[dict[str, str]] = []
+    problems: list[Problem] = []
+    for study in studies:
+        try:
+            rows = rows_from_datasets(study.mg_headers, study.sr)
+        except ExportError as exc:
+            problems.append(_problem("pacs-annotations", uid_to_hex(study.study_uid), str(exc)))
+            continue
+        breast += rows[0]
+        finding += rows[1]
+    return problems + compare_with_release(src, breast, finding, image_ids=image_ids)
+
+
+def verify(
+    src: Path,
+    out: Path,
+    connection: Connection,
+    *,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyResult:
+    """Check every study of ``out``'s manifest as served by the PACS at ``connection``.
+
+    Parameters
+    ----------
+    src
+        The original release folder (for the annotation comparison).
+    out
+        The converted folder (its ``manifest.csv`` says what the PACS must hold).
+    connection
+        The PACS (REST URL; DICOMweb under ``/dicom-web``).
+    workers
+        Studies fetched in parallel.
+    progress
+        Called with ``(done, total)`` studies.
+
+    Raises
+    ------
+    ServerError
+        When ``src`` is not a folder, the manifest is unreadable or a request fails.
+    """
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise ServerError(f"{src}: not a folder (expected the original VinDr-Mammo release)")
+    entries = read_manifest(out)
+    by_study: Mapping[str, list[ManifestRow]] = _group(entries)
+    result = VerifyResult(studies=len(by_study), instances=len(entries))
+
+    def checked() -> Iterator[StudyObjects]:
+        for done, study in enumerate(fetch_studies(connection, list(by_study), workers), start=1):
+            result.problems.extend(check_study(by_study[study.study_uid], study))
+            if progress is not None:
+                progress(done, result.studies)
+            yield study
+
+    image_ids = [entry.image_id for entry in entries if entry.kind == "MG"]
+    result.problems.extend(compare_annotations(src, checked(), image_ids))
+    return result
+
+
+def _group(entries: Iterable[ManifestRow]) -> dict[str, list[ManifestRow]]:
+    grouped: dict[str, list[ManifestRow]] = defaultdict(list)
+    for entry in entries:
+        grouped[entry.study_uid].append(entry)
+    return dict(grouped)
