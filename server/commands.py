@@ -196,3 +196,51 @@ def register(app: typer.Typer) -> None:
             if len(result.problems) > MAX_LISTED_ERRORS:
                 err.print(f"  ... and {len(result.problems) - MAX_LISTED_ERRORS} more")
             _fail("the PACS does not match the converted folder")
+
+    @app.command()
+    def demo(
+        workdir: Path = typer.Option(Path("vindr-demo"), "--workdir",
+                                     help="Folder for the release, the output and the PACS."),
+        studies: int = typer.Option(12, "--studies", min=1, help="Synthetic exams."),
+        scale: float = typer.Option(8.0, "--scale", help="Image size divisor (1 = real)."),
+        workers: int = typer.Option(2, "--workers", min=1, help="Parallel workers."),
+    ) -> None:
+        """Synthesize a release, convert, validate, serve, load, verify and query it."""
+        from .demo import password_snippet, run_demo
+
+        with _errors_reported():
+            result = run_demo(workdir, studies=studies, scale=scale, workers=workers,
+                              step=lambda text: out.print(f"[bold]==>[/] {text}"))
+        _print_demo(result, password_snippet())
+        if not result.ok:
+            _fail(f"the demo stopped early; see {workdir}/out/report.json and the lines above")
+
+
+def _print_demo(result, snippet: str) -> None:
+    """The demo's figures, the queries it ran and how to run them by hand."""
+    conversion, validation = result.conversion, result.validation
+    if conversion is not None:
+        out.print(f"converted {conversion.images} images of {conversion.studies} exams: "
+                  f"{conversion.objects} ({conversion.errors} errors)")
+    if validation is not None:
+        errors = sum(s.dciodvfy_errors for s in validation.stats.values())
+        out.print(f"validated {sum(s.objects for s in validation.stats.values())} objects: "
+                  f"{errors} dciodvfy errors, {len(validation.issues)} problems")
+    if result.loaded is not None:
+        out.print(f"loaded {result.loaded.total} objects ({result.loaded.sent} sent, "
+                  f"{result.loaded.already_present} already there, "
+                  f"{result.loaded.missing} missing)")
+    if result.verified is not None:
+        out.print(f"verified {result.verified.studies} studies over DICOMweb: "
+                  f"{len(result.verified.problems)} differences")
+    if result.settings is None or not result.queries:
+        return
+    settings = result.settings
+    out.print(f"\n[bold]PACS running[/]: {settings.url}/app/explorer.html, DICOMweb "
+              f"{settings.dicomweb_url}/, AET {settings.aet} on port {settings.dicom_port}")
+    out.print("Queries run (paste the commands to run them yourself):")
+    out.print(f"  {snippet}")
+    for what, how, answer in result.queries:
+        out.print(f"  # {what}: {answer}")
+        out.print(f"  {how}", highlight=False)
+    out.print("Stop the PACS with: vindr-convert stop")

@@ -1,0 +1,177 @@
+"""The main job on an embedded default: synthesize, convert, validate, serve, load, verify, query.
+
+Everything lands in one work folder (default ``./vindr-demo``): ``release/`` (the synthetic
+release), ``out/`` (the converted objects), ``orthanc/`` (the PACS's data). Re-running reuses
+what is there: the release is kept, the conversion resumes, a PACS already running on the
+folder is reused and loading skips what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+from converter.pipeline import ConversionResult, convert_release
+from converter.release import BREAST_CSV
+from converter.synth import generate_release
+from converter.validate import ValidationReport, validate_output
+
+from . import engine, native
+from .client import Connection, dicomweb_client
+from .errors import ServerError
+from .load import LoadResult, load
+from .settings import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Modality, ServerSettings
+from .userconfig import config_path
+from .verify import VerifyResult, verify
+
+DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
+DEMO_AET_PORT = 11113  # where it would receive a C-MOVE
+Step = Callable[[str], None]
+
+
+@dataclass
+class DemoResult:
+    """What each step of the demo found; ``ok`` when nothing failed."""
+
+    workdir: Path
+    conversion: ConversionResult | None = None
+    validation: ValidationReport | None = None
+    loaded: LoadResult | None = None
+    verified: VerifyResult | None = None
+    settings: ServerSettings | None = None
+    queries: list[tuple[str, str, str]] = field(default_factory=list)  # (what, how, answer)
+
+    @property
+    def ok(self) -> bool:
+        return bool(
+            self.conversion and self.conversion.ok and self.validation and self.validation.ok
+            and self.loaded and self.loaded.ok and self.verified and self.verified.ok
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_pacs(data_dir: Path) -> ServerSettings:
+    """A native Orthanc on ``data_dir``: the one already running there, or a new one.
+
+    A new one takes the default ports, or free ones when something else (say Debian's own
+    ``orthanc`` service) holds them.
+    """
+    modalities = [str(Modality(DEMO_AET, "127.0.0.1", DEMO_AET_PORT))]
+    if native.running_pid(data_dir) is not None:
+        config = json.loads(native.Layout(data_dir).config.read_text())
+        return engine.make_settings(data_dir, http_port=config["HttpPort"],
+                                    dicom_port=config["DicomPort"], aet=config["DicomAet"],
+                                    modalities=modalities)
+    http, dicom = DEFAULT_HTTP_PORT, DEFAULT_DICOM_PORT
+    if native.port_in_use(http) or native.port_in_use(dicom):
+        http, dicom = _free_port(), _free_port()
+    settings = engine.make_settings(data_dir, http_port=http, dicom_port=dicom,
+                                    modalities=modalities)
+    engine.serve(settings, background=True)
+    return settings
+
+
+def run_queries(settings: ServerSettings, connection: Connection) -> list[tuple[str, str, str]]:
+    """A few real queries (C-FIND and QIDO-RS), with the command a user can paste."""
+    queries = []
+    web = dicomweb_client(connection)
+    for split in ("training", "test"):
+        found = web.search_for_studies(search_filters={"StudyDescription": f"VinDr-Mammo-{split}"})
+        queries.append((
+            f"QIDO-RS: {split} studies",
+            f"curl -u vindr:$PASS '{settings.dicomweb_url}/studies?"
+            f"StudyDescription=VinDr-Mammo-{split}'",
+            f"{len(found)} studies",
+        ))
+
+    ae = AE(ae_title=DEMO_AET)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyDescription = "VinDr-Mammo-test"
+    query.StudyInstanceUID = ""
+    query.PatientID = ""
+    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.aet)
+    if not assoc.is_established:
+        raise ServerError(f"C-FIND: association to {settings.aet} refused")
+    answers = [ds for status, ds in assoc.send_c_find(
+        query, StudyRootQueryRetrieveInformationModelFind) if ds is not None
+        and status.Status in (0xFF00, 0xFF01)]
+    assoc.release()
+    queries.append((
+        "C-FIND: test-split studies",
+        f"/usr/bin/findscu -S -aet {DEMO_AET} -aec {settings.aet} 127.0.0.1 "
+        f"{settings.dicom_port} -k QueryRetrieveLevel=STUDY "
+        "-k StudyDescription=VinDr-Mammo-test -k StudyInstanceUID -k PatientID",
+        f"{len(answers)} studies",
+    ))
+    if answers:
+        study_uid = answers[0].StudyInstanceUID
+        found = web.search_for_instances(
+            study_uid, search_filters={"ImageLaterality": "L", "ViewPosition": "CC"})
+        queries.append((
+            "QIDO-RS: left CC images of one study",
+            f"curl -u vindr:$PASS '{settings.dicomweb_url}/studies/{study_uid}/instances?"
+            "ImageLaterality=L&ViewPosition=CC'",
+            f"{len(found)} instance(s)",
+        ))
+    return queries
+
+
+def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int = 2,
+             step: Step = print) -> DemoResult:
+    """Run the whole chain in ``workdir``; ``step`` is told what happens, line by line."""
+    workdir = Path(workdir).resolve()
+    release, out, data = workdir / "release", workdir / "out", workdir / "orthanc"
+    result = DemoResult(workdir)
+
+    if (release / BREAST_CSV).is_file():
+        step(f"synthetic release: reusing {release}")
+    else:
+        step(f"synthetic release: {studies} exams at scale {scale} -> {release}")
+        generate_release(release, studies=studies, seed=0, scale=scale)
+
+    step(f"convert -> {out}")
+    result.conversion = convert_release(release, out, workers=workers)
+    if not result.conversion.ok:
+        return result
+    step("validate (dciodvfy + project checks)")
+    result.validation = validate_output(out, workers=workers)
+    if not result.validation.ok:
+        return result
+
+    step(f"PACS: native Orthanc on {data}")
+    result.settings = settings = start_pacs(data)
+    connection = Connection(settings.url, settings.credentials.username,
+                            settings.credentials.password)
+    step(f"load -> {settings.url}")
+    result.loaded = load(out, connection, workers=workers)
+    if not result.loaded.ok:
+        return result
+    step("verify over DICOMweb against the source release")
+    result.verified = verify(release, out, connection, workers=workers)
+    if not result.verified.ok:
+        return result
+    step("query")
+    result.queries = run_queries(settings, connection)
+    return result
+
+
+def password_snippet() -> str:
+    """Shell line that reads the generated password into $PASS."""
+    path = shlex.quote(str(config_path()))
+    return (f"PASS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
+            f"[\"password\"])' {path})")
