@@ -8,6 +8,7 @@ Wire them with ``server.commands.register(app)``.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import engine
@@ -24,9 +26,22 @@ from converter.manifest import ManifestError
 from .settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT
 from .userconfig import resolve_connection
 from .verify import describe
+from .verify import VerifyResult
 from .verify import verify as verify_output
 
 MAX_LISTED_ERRORS = 20
+# Problem codes of `verify`, in the order its table lists them.
+VERIFY_CHECKS = {
+    "pacs-study-missing": "studies missing",
+    "pacs-count-mismatch": "instance counts that differ (study, kind)",
+    "pacs-instance-missing": "instances missing",
+    "pacs-patient-id": "studies with a wrong PatientID",
+    "pacs-patient-shared": "patients shared between studies",
+    "pacs-retrieve-failed": "objects that could not be retrieved",
+    "pacs-annotations": "SRs that cannot be read back",
+    "export-row-missing": "release CSV rows not rebuilt from the PACS",
+    "export-row-extra": "rebuilt CSV rows not in the release",
+}
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -186,10 +201,7 @@ def register(app: typer.Typer) -> None:
             connection = resolve_connection(url, user, password)
             with _progress_bar("verify") as progress:
                 result = verify_output(src, output, connection, workers=workers, progress=progress)
-        out.print(
-            f"{result.studies} studies, {result.instances} instances checked: "
-            f"{len(result.problems)} problem(s)"
-        )
+        _print_verify_table(result)
         if not result.ok:
             for problem in result.problems[:MAX_LISTED_ERRORS]:
                 err.print(f"  {describe(problem)}", highlight=False)
@@ -214,6 +226,21 @@ def register(app: typer.Typer) -> None:
         _print_demo(result, password_snippet())
         if not result.ok:
             _fail(f"the demo stopped early; see {workdir}/out/report.json and the lines above")
+
+
+def _print_verify_table(result: VerifyResult) -> None:
+    """Studies and instances checked, then the problems counted by kind."""
+    table = Table(title="PACS against the converted folder and the source release")
+    table.add_column("check")
+    table.add_column("result", justify="right")
+    table.add_row("studies checked", str(result.studies))
+    table.add_row("instances in the manifest", str(result.instances))
+    counts = Counter(problem.code for problem in result.problems)
+    for code, label in VERIFY_CHECKS.items():
+        table.add_row(label, str(counts.pop(code, 0)))
+    for code, count in sorted(counts.items()):
+        table.add_row(code, str(count))
+    out.print(table)
 
 
 def _print_demo(result, snippet: str) -> None:
