@@ -186,4 +186,4 @@ _register_server_commands()
 
 
 def main() -> None:
-    app()
+    app(prog_name="vindr-convert")
