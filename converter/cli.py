@@ -31,6 +31,7 @@ app = typer.Typer(
     help="Repair the VinDr-Mammo release into standard DICOM and serve it from Orthanc.",
 )
 console = Console(stderr=True)
+MAX_LISTED = 50  # problems printed; report.json has them all
 out_console = Console()
 
 
@@ -100,10 +101,12 @@ def convert(
     except ReleaseError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    for problem in result.problems:
-        if problem.severity == "error":
-            where = problem.file + (f" line {problem.row}" if problem.row else "")
-            console.print(f"[red]error[/red] {where or problem.study_id}: {problem.message}")
+    errors = [p for p in result.problems if p.severity == "error"]
+    for problem in errors[:MAX_LISTED]:
+        where = problem.file + (f" line {problem.row}" if problem.row else "")
+        console.print(f"[red]error[/red] {where or problem.study_id}: {problem.message}")
+    if len(errors) > MAX_LISTED:
+        console.print(f"... and {len(errors) - MAX_LISTED} more errors in report.json")
     table = Table(title=f"converted into {out}")
     for column in ("exams", "images", "failed", "resumed exams", "MG", "SR", "SEG",
                    "errors", "warnings"):
@@ -144,10 +147,10 @@ def validate(
     out_console.print(table)
     for text, count in sorted(report.warnings.items()):
         out_console.print(f"  dciodvfy warning x{count}: {text}")
-    for path, _severity, text in report.issues[:50]:
+    for path, _severity, text in report.issues[:MAX_LISTED]:
         console.print(f"[red]error[/red] {path}: {text}")
-    if len(report.issues) > 50:
-        console.print(f"... and {len(report.issues) - 50} more")
+    if len(report.issues) > MAX_LISTED:
+        console.print(f"... and {len(report.issues) - MAX_LISTED} more")
     out_console.print("OK" if report.ok else f"FAILED: {len(report.issues)} problem(s)")
     if not report.ok:
         raise typer.Exit(1)
@@ -168,7 +171,7 @@ def export(
                       f"rows to {dest}")
     if compare is not None:
         differences = compare_with_release(compare, breast_rows, finding_rows)
-        for difference in differences[:50]:
+        for difference in differences[:MAX_LISTED]:
             console.print(f"[red]diff[/red] {difference}")
         out_console.print("identical to the source" if not differences
                           else f"{len(differences)} difference(s)")

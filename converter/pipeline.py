@@ -28,6 +28,8 @@ from pydicom.dataset import Dataset
 
 from . import __version__, codes
 from .manifest import ManifestRow, write_manifest
+from .seg import build_seg
+from .sr import build_sr
 from .records import ImageRecord, Problem, StudyRecord
 from .release import Release, read_release
 from .repair import (
@@ -178,9 +180,6 @@ def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_n
 
 def convert_study(study: StudyRecord, out: Path, options: ConvertOptions) -> StudyResult:
     """Convert one exam; never raises for bad input (problems are returned)."""
-    from .seg import build_seg
-    from .sr import build_sr
-
     result = StudyResult(study.study_id, images=len(study.images))
     numbers = numbering(study)
     headers: list[Dataset] = []
