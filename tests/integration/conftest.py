@@ -1,0 +1,94 @@
+"""A real Orthanc for the session: Debian's binary via server.native, on free ports in a tmp dir.
+
+It knows two AE titles besides its own: ``PYNETDICOM`` (a pynetdicom storage SCP started
+here, the C-MOVE destination; the pynetdicom SCU calls with the same title) and ``DCMTK``
+(dcmtk's tools). Four plain exams of a converted synthetic release (picked by pacs_testdata)
+are loaded once over REST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pacs_testdata
+from pacs_testdata import Output, make_output
+from pacs_tools import DCMTK_AET, PYNETDICOM_AET, Pacs, StorageSCP, free_port, pacs_settings
+from server import native
+from server.client import OrthancClient
+from server.load import load
+from server.settings import Modality
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep the tests away from the real ~/.config/vindr-dicom/server.json."""
+    path = tmp_path_factory.mktemp("userconfig") / "server.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VINDR_DICOM_CONFIG", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _testdata_scratch(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Synthetic releases and their full conversions (pacs_testdata) go to pytest's tmp dirs."""
+    pacs_testdata.set_scratch(tmp_path_factory.mktemp("releases"))
+
+
+@pytest.fixture(scope="session")
+def pacs_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Output]:
+    """Four plain exams (both splits) of a converted synthetic release, and that release.
+
+    Real converter output, fully known (laterality/view of each UID...), so the DIMSE and
+    DICOMweb tests can assert exact answers; test_pacs_converter.py loads a whole release.
+    """
+    out = tmp_path_factory.mktemp("converted")
+    return out, make_output(out, n_studies=4)
+
+
+@pytest.fixture(scope="session")
+def pacs(
+    tmp_path_factory: pytest.TempPathFactory, pacs_output: tuple[Path, Output]
+) -> Iterator[Pacs]:
+    """The running Orthanc with the converted folder loaded."""
+    scp = StorageSCP(PYNETDICOM_AET, free_port()).start()
+    modalities = (
+        Modality(PYNETDICOM_AET, "127.0.0.1", scp.port),
+        Modality(DCMTK_AET, "127.0.0.1", free_port()),
+    )
+    settings = pacs_settings(tmp_path_factory.mktemp("orthanc"), modalities)
+    server = native.start(settings)
+    try:
+        connection = server.connection
+        out, output = pacs_output
+        result = load(out, connection)
+        assert result.ok, result.errors
+        yield Pacs(
+            server,
+            settings,
+            connection,
+            OrthancClient.connect(connection),
+            scp,
+            out,
+            output.studies,
+            output.release,
+        )
+    finally:
+        server.stop()
+        scp.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_version(pacs: Pacs) -> tuple[int, ...]:
+    """Version of the Orthanc under test."""
+    return pacs.server.system.version_tuple
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which Orthanc the suite runs against."""
+    try:
+        return f"orthanc: {native.installed_version()} ({native.ORTHANC_BINARY})"
+    except Exception as exc:  # the header must never break collection
+        return f"orthanc: not available ({exc})"

@@ -1,0 +1,139 @@
+"""The typer commands, on a throwaway app: serve/stop, load/verify with stored or explicit
+credentials, and clear errors with a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pacs_tools import Pacs, free_port
+from server import docker
+from server.commands import VERIFY_CHECKS, register
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def invoke(app: typer.Typer, *args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def table(output: str) -> dict[str, str]:
+    """The rows of a rich table printed by a command: first cell -> last cell."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) >= 2 and cells[0]:
+            rows[cells[0]] = cells[-1]
+    return rows
+
+
+def assert_verified_clean(output: str, studies: int, instances: int) -> None:
+    """verify's table: what was checked, and zero problems of every kind."""
+    rows = table(output)
+    assert rows.pop("studies checked") == str(studies), output
+    assert rows.pop("instances in the manifest") == str(instances), output
+    problems = {label: rows.get(label) for label in VERIFY_CHECKS.values()}
+    assert problems == dict.fromkeys(VERIFY_CHECKS.values(), "0"), output
+
+
+def credentials(pacs: Pacs) -> list[str]:
+    creds = pacs.settings.credentials
+    return ["--url", pacs.connection.url, "--user", creds.username, "--password", creds.password]
+
+
+def test_load_and_verify_with_explicit_credentials(app: typer.Typer, pacs: Pacs) -> None:
+    result = invoke(app, "load", pacs.out, *credentials(pacs), "--workers", "3")
+    assert result.exit_code == 0, result.output
+    assert "24 objects: 0 sent, 24 already present, 0 failed, 0 missing" in result.output
+    result = invoke(app, "verify", pacs.release, pacs.out, *credentials(pacs))
+    assert result.exit_code == 0, result.output
+    assert_verified_clean(result.output, studies=4, instances=24)
+
+
+def test_wrong_password_fails_clearly(app: typer.Typer, pacs: Pacs) -> None:
+    args = credentials(pacs)
+    args[-1] = "wrong"
+    result = invoke(app, "load", pacs.out, *args)
+    assert result.exit_code == 1
+    assert "401 Unauthorized" in result.output
+
+
+def test_folder_without_manifest_fails_clearly(
+    app: typer.Typer, pacs: Pacs, tmp_path: Path
+) -> None:
+    result = invoke(app, "load", tmp_path, *credentials(pacs))
+    assert result.exit_code == 1
+    assert "no manifest" in result.output
+
+
+def test_bad_modality_fails_clearly(app: typer.Typer, tmp_path: Path) -> None:
+    result = invoke(
+        app, "serve", "--data", tmp_path, "--modality", "VIEWER-10.0.0.5", "--background"
+    )
+    assert result.exit_code == 1
+    assert "expected AET@HOST:PORT" in result.output
+
+
+def test_serve_background_then_load_verify_stop_without_flags(
+    app: typer.Typer, pacs: Pacs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config" / "server.json"
+    monkeypatch.setenv("VINDR_DICOM_CONFIG", str(config))
+    data, http_port, dicom_port = tmp_path / "pacs", free_port(), free_port()
+    result = invoke(
+        app, "serve", "--data", data, "--http-port", http_port, "--dicom-port", dicom_port,
+        "--aet", "CLI-PACS", "--modality", "VIEWER@127.0.0.1:11112", "--background",
+    )  # fmt: skip
+    try:
+        assert result.exit_code == 0, result.output
+        for text in (
+            f"http://127.0.0.1:{http_port}/",
+            "/dicom-web/",
+            "AET CLI-PACS",
+            f"port {dicom_port}",
+            str(config),
+        ):
+            assert text in result.output
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        stored = json.loads(config.read_text())
+        assert stored["url"] == f"http://127.0.0.1:{http_port}"
+        assert stored["username"] and len(stored["password"]) >= 24
+        assert stored["password"] not in result.output
+        orthanc = json.loads((data / "orthanc.json").read_text())
+        assert orthanc["DicomModalities"]["VIEWER"]["Port"] == 11112
+
+        result = invoke(app, "load", pacs.out)
+        assert result.exit_code == 0, result.output
+        assert "24 objects: 24 sent" in result.output
+        result = invoke(app, "verify", pacs.release, pacs.out)
+        assert result.exit_code == 0, result.output
+        assert_verified_clean(result.output, studies=4, instances=24)
+    finally:
+        result = invoke(app, "stop")
+    assert result.exit_code == 0, result.output
+    result = invoke(app, "stop")
+    assert result.exit_code == 1
+    assert "no PACS was running" in result.output
+
+
+@pytest.mark.skipif(docker.compose_available() and docker.engine_available(), reason="docker works here")
+def test_docker_engine_without_docker_fails_clearly(
+    app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VINDR_DICOM_CONFIG", str(tmp_path / "server.json"))
+    result = invoke(app, "serve", "--engine", "docker", "--data", tmp_path / "pacs", "--background")
+    assert result.exit_code == 1
+    assert "docker compose cannot run here" in result.output
+    assert (tmp_path / "pacs" / "secrets" / "orthanc.secret.json").is_file()  # project prepared

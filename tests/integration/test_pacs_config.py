@@ -1,0 +1,244 @@
+"""Configuration without a running server: the Orthanc policy per version, settings checks,
+the per-user credentials file, and the docker compose project."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from server import docker
+from server.settings import Credentials, Modality, ServerSettings, orthanc_config, parse_version
+from server.userconfig import (
+    UserConfig,
+    ensure_credentials,
+    load_user_config,
+    resolve_connection,
+    save_user_config,
+)
+
+CREDS = Credentials("tester", "test-password-1")
+
+
+def settings(tmp_path: Path, **kwargs) -> ServerSettings:
+    return ServerSettings(data_dir=tmp_path, credentials=CREDS, **kwargs)
+
+
+# --- Orthanc configuration ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.10.1", "1.12.7", "mainline"])
+def test_policy_is_the_same_on_every_version(tmp_path: Path, version: str) -> None:
+    config = orthanc_config(
+        settings(tmp_path, modalities=(Modality.parse("VIEWER@10.0.0.5:104"),)), version
+    )
+    expected = {
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {"tester": "test-password-1"},
+        "RemoteAccessAllowed": False,
+        "MaximumStorageSize": 0,
+        "MaximumPatientCount": 0,
+        "StorageCompression": False,
+        "OverwriteInstances": False,
+        "StorageAccessOnFind": "Always",
+        "SaveJobs": False,
+        "WebDavEnabled": False,
+        "DefaultEncoding": "Utf8",
+        "DicomCheckCalledAet": True,
+        "DicomAlwaysAllowEcho": False,
+        "DicomAlwaysAllowStore": False,
+        "DicomAlwaysAllowFind": False,
+        "DicomAlwaysAllowGet": False,
+        "DicomAlwaysAllowMove": False,
+    }
+    assert {k: config[k] for k in expected} == expected
+    assert config["DicomWeb"]["Root"] == "/dicom-web/"
+    assert config["DicomWeb"]["StudiesMetadata"] == config["DicomWeb"]["SeriesMetadata"] == "Full"
+    viewer = config["DicomModalities"]["VIEWER"]
+    assert (viewer["Host"], viewer["Port"], viewer["AllowFind"], viewer["AllowStore"]) == (
+        "10.0.0.5",
+        104,
+        True,
+        False,
+    )
+    loader = config["DicomModalities"]["VINDR-LOADER"]
+    assert (loader["AllowStore"], loader["AllowFind"], loader["AllowGet"], loader["AllowMove"]) == (
+        True,
+        False,
+        False,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "extra"),
+    [("1.10.1", False), ("1.11.0", True), ("1.12.7", True), ("mainline", True)],
+)
+def test_extra_main_dicom_tags_only_from_1_11(tmp_path: Path, version: str, extra: bool) -> None:
+    config = orthanc_config(settings(tmp_path), version)
+    assert ("ExtraMainDicomTags" in config) is extra
+    if extra:
+        assert {"ImageLaterality", "ViewPosition"} <= set(config["ExtraMainDicomTags"]["Instance"])
+        assert "PatientAge" in config["ExtraMainDicomTags"]["Study"]
+
+
+def test_parse_version() -> None:
+    assert parse_version("1.10.1") == (1, 10, 1)
+    assert parse_version("1.12.7") > parse_version("1.11")
+    assert parse_version("mainline") > parse_version("1.99.0")
+
+
+# --- settings checks ----------------------------------------------------------------------
+
+
+def test_modality_round_trip() -> None:
+    assert str(Modality.parse("VIEWER@10.0.0.5:104")) == "VIEWER@10.0.0.5:104"
+    assert Modality.parse("WS@[::1]:11112").host == "::1"
+    assert Modality.parse("PACS2@pacs.example.org:4242").host == "pacs.example.org"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "VIEWER",
+        "VIEWER@host",
+        "@host:104",
+        "VIEWER@host:port",
+        "A-VERY-LONG-AE-TITLE@h:1",
+        "V@h:70000",
+    ],
+)
+def test_bad_modality_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        Modality.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"http_port": 0}, "HTTP port"),
+        ({"http_port": 4242}, "must differ"),
+        ({"aet": "BAD AET"}, "server AE title"),
+        ({"engine": "podman"}, "engine"),
+        ({"modalities": (Modality.parse("VINDR@h:1"),)}, "used twice"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        settings(tmp_path, **kwargs)
+
+
+def test_password_stays_out_of_repr() -> None:
+    assert "test-password-1" not in repr(CREDS)
+    assert "test-password-1" not in repr(ServerSettings(data_dir=Path("/tmp"), credentials=CREDS))
+
+
+# --- per-user file ------------------------------------------------------------------------
+
+
+def test_credentials_generated_once_in_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "cfg" / "server.json"
+    first = ensure_credentials(path)
+    assert len(first.password) >= 24
+    assert ensure_credentials(path) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text())["password"] == first.password
+
+
+def test_connection_explicit_values_win(tmp_path: Path) -> None:
+    path = tmp_path / "server.json"
+    save_user_config(UserConfig("vindr", "stored-pw", url="http://127.0.0.1:8042"), path)
+    stored = resolve_connection(path=path)
+    assert (stored.url, stored.username, stored.password) == (
+        "http://127.0.0.1:8042",
+        "vindr",
+        "stored-pw",
+    )
+    explicit = resolve_connection("http://pacs:9000", "other", "given", path=path)
+    assert (explicit.url, explicit.username, explicit.password) == (
+        "http://pacs:9000",
+        "other",
+        "given",
+    )
+    assert resolve_connection(password="new", path=path).password == "new"
+    assert load_user_config(tmp_path / "absent.json") is None
+
+
+def test_connection_needs_a_url(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="no PACS URL"):
+        resolve_connection(path=tmp_path / "absent.json")
+
+
+# --- docker compose -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(docker.COMPOSE_TEMPLATE.read_text())
+
+
+def test_compose_images_are_pinned_and_match_the_code(compose: dict) -> None:
+    images = {name: service["image"] for name, service in compose["services"].items()}
+    assert images == {"orthanc": docker.ORTHANC_IMAGE, "postgres": docker.POSTGRES_IMAGE}
+    for image in images.values():
+        tag = image.rpartition(":")[2]
+        assert tag and tag != "latest" and any(c.isdigit() for c in tag)
+
+
+def test_compose_services_have_health_checks_volumes_and_secrets(compose: dict) -> None:
+    orthanc, postgres = compose["services"]["orthanc"], compose["services"]["postgres"]
+    assert orthanc["healthcheck"]["test"] == ["CMD", "/probes/test-aliveness.py"]
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert orthanc["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert orthanc["environment"]["DICOM_WEB_PLUGIN_ENABLED"] == "true"
+    assert orthanc["environment"]["POSTGRESQL_PLUGIN_ENABLED"] == "true"
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert set(compose["secrets"]) == {"orthanc.secret.json", "postgres_password"}
+    assert orthanc["secrets"] == ["orthanc.secret.json"] and postgres["secrets"] == [
+        "postgres_password"
+    ]
+    assert any(v.endswith(":/var/lib/orthanc/db") for v in orthanc["volumes"])
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert set(compose["volumes"]) == {"orthanc-storage", "postgres-data"}
+    assert orthanc["ports"][0].startswith("${VINDR_HTTP_BIND:-127.0.0.1}:")
+
+
+def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
+    project = docker.prepare(
+        settings(tmp_path / "pacs", http_port=18042, dicom_port=14242, remote_access=True)
+    )
+    assert stat.S_IMODE(project.root.stat().st_mode) == 0o700
+    for name, spec in compose["secrets"].items():
+        assert (project.root / spec["file"]).is_file(), name
+    config = json.loads(project.orthanc_secret.read_text())
+    assert (config["HttpPort"], config["DicomPort"], config["RemoteAccessAllowed"]) == (
+        8042,
+        4242,
+        True,
+    )
+    assert config["PostgreSQL"]["Password"] == project.postgres_secret.read_text().strip()
+    assert config["RegisteredUsers"] == {"tester": "test-password-1"}
+    assert "ExtraMainDicomTags" in config and "Plugins" not in config
+    env = dict(line.split("=", 1) for line in project.env_file.read_text().splitlines())
+    assert (env["VINDR_HTTP_BIND"], env["VINDR_HTTP_PORT"], env["VINDR_DICOM_PORT"]) == (
+        "0.0.0.0",
+        "18042",
+        "14242",
+    )
+    password = project.postgres_secret.read_text()
+    docker.prepare(settings(tmp_path / "pacs"))
+    assert project.postgres_secret.read_text() == password  # kept: the database remembers it
+
+
+@pytest.mark.skipif(not docker.compose_available(), reason="docker compose is not installed here")
+def test_compose_config_accepts_the_project(tmp_path: Path) -> None:
+    project = docker.prepare(settings(tmp_path / "pacs"))
+    proc = subprocess.run(
+        project.command("config", "--quiet"), capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,99 @@
+"""server.native: a foreground run stops on SIGTERM or Ctrl-C; clear errors when it cannot start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import requests
+
+from pacs_tools import Pacs, pacs_settings
+from server import native
+from server.errors import ServerError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_foreground_serve_stops_cleanly(tmp_path: Path, signum: int) -> None:
+    settings = pacs_settings(tmp_path / "data")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from server import native
+        from server.settings import Credentials, ServerSettings
+        settings = ServerSettings(
+            data_dir=Path({str(settings.data_dir)!r}),
+            credentials=Credentials("tester", "test-password-1"),
+            http_port={settings.http_port},
+            dicom_port={settings.dicom_port},
+        )
+        ready = lambda server: print("ready", server.pid, flush=True)
+        sys.exit(native.serve(settings, on_ready=ready))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        line = proc.stdout.readline().split()
+        assert line[0] == "ready"
+        orthanc_pid = int(line[1])
+        answer = requests.get(
+            settings.url + "/system", auth=("tester", "test-password-1"), timeout=5
+        )
+        assert answer.status_code == 200
+        assert native.running_pid(settings.data_dir) == orthanc_pid
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{orthanc_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{orthanc_pid}").exists()
+    assert native.running_pid(settings.data_dir) is None
+    assert not native.Layout(settings.data_dir).pid_file.exists()
+
+
+def test_missing_binary_gives_install_hint(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="apt-get install .*orthanc"):
+        native.start(pacs_settings(tmp_path), binary=tmp_path / "Orthanc")
+
+
+def test_missing_dicomweb_plugin_gives_install_hint(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="DICOMweb plugin.*orthanc-dicomweb"):
+        native.start(pacs_settings(tmp_path), plugin_dir=tmp_path)
+
+
+def test_busy_port_is_refused(pacs: Pacs, tmp_path: Path) -> None:
+    busy = replace(pacs_settings(tmp_path), http_port=pacs.settings.http_port)
+    with pytest.raises(ServerError, match=f"HTTP port {pacs.settings.http_port} is already in use"):
+        native.start(busy)
+
+
+def test_second_server_on_same_data_dir_is_refused(pacs: Pacs) -> None:
+    with pytest.raises(ServerError, match="already runs"):
+        native.start(pacs.settings)
+
+
+def test_config_file_is_private_and_lists_one_plugin(pacs: Pacs) -> None:
+    layout = native.Layout(pacs.settings.data_dir)
+    assert oct(os.stat(layout.config).st_mode & 0o777) == "0o600"
+    config = json.loads(layout.config.read_text())
+    assert config["Plugins"] == [str(native.PLUGIN_DIR / native.DICOMWEB_PLUGIN)]
+    assert Path(config["TemporaryDirectory"]).is_dir()
+    assert config["RemoteAccessAllowed"] is False
