@@ -34,6 +34,7 @@ from .records import ImageRecord, Problem, StudyRecord
 from .release import Release, read_release
 from .repair import (
     RepairError,
+    changed_attributes,
     chest_wall_on_left,
     lenient_reading,
     patient_orientation,
@@ -168,6 +169,11 @@ def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_n
     header = repair_dataset(source.header, image,
                             patient_orientation(image.laterality, image.view, left),
                             series_number, instance_number)
+    for keyword, change in changed_attributes(source.header, header):
+        same_side = keyword == "Laterality" and source.header.Laterality == image.laterality
+        problems.append(Problem("info" if same_side else "warning", "attribute-changed",
+                                change + (" (series laterality is not allowed beside "
+                                          "ImageLaterality)" if same_side else ""), **where))
     dest = image_path(out, image)
     written = write_image(image.path, source, header, dest, image.sha256)
     if image.sha256 is None:

@@ -8,6 +8,7 @@ truncated or corrupted download is caught on the way (see :func:`write_image`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import os
@@ -36,9 +37,10 @@ EDGE_FRACTION = 0.1
 MIN_EDGE_CONTRAST = 0.05
 
 # Attributes of the source we drop or replace (everything else of the keep-list is kept).
+_MAPPED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _DROPPED = (
     "Laterality",  # series-level laterality is not allowed beside ImageLaterality (N7)
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    *_MAPPED_UIDS,
 )
 
 
@@ -215,7 +217,7 @@ def repair_dataset(
             continue
         if element.keyword in _DROPPED:
             continue
-        ds.add(element)
+        ds.add(copy.deepcopy(element))  # never alias: the source must stay as read
 
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = codes.MG_FOR_PRESENTATION
@@ -262,6 +264,27 @@ def repair_dataset(
 
     ds.file_meta = file_meta(ds)
     return ds
+
+
+def changed_attributes(source: Dataset, repaired: Dataset) -> list[tuple[str, str]]:
+    """Source values the repair removed or replaced, as (keyword, description).
+
+    The UIDs are left out (mapped invertibly, see :mod:`converter.uids`), and so are empty
+    values; everything else the release published and the output no longer says is listed,
+    so the pipeline can report it.
+    """
+    changes = []
+    for element in source:
+        if element.tag.group == 0x0002 or element.tag == PIXEL_DATA_TAG:
+            continue
+        if element.keyword in _MAPPED_UIDS or element.value in (None, "", b""):
+            continue
+        if element.tag not in repaired:
+            changes.append((element.keyword, f"{element.keyword} {element.value!r} removed"))
+        elif repaired[element.tag].value != element.value:
+            changes.append((element.keyword, f"{element.keyword} {element.value!r} replaced by "
+                            f"{repaired[element.tag].value!r}"))
+    return changes
 
 
 def file_meta(ds: Dataset) -> FileMetaDataset:

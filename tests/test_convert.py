@@ -232,3 +232,30 @@ def test_limit_converts_first_exams(release, tmp_path, limit):
     root, _ = release
     result = convert_release(root, tmp_path / "out", workers=1, limit=limit)
     assert result.ok and result.studies == limit and result.objects["SR"] == limit
+
+
+def test_changed_source_values_are_reported(release, release_copy, tmp_path):
+    _, summary = release
+    images = {image.image_id: image for image in read_release(release_copy).images}
+    lateral = images[summary.errata["series_laterality"][0]]
+    target = next(i for i in images.values() if i.study_id != lateral.study_id)
+    path = release_copy / target.relpath
+    with lenient_reading():
+        ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "MONOCHROME2" or ds.PresentationLUTShape == "INVERSE"
+    wrong = "INVERSE" if ds.PhotometricInterpretation == "MONOCHROME2" else "IDENTITY"
+    ds.PresentationLUTShape = wrong
+    with lenient_reading():
+        ds.save_as(path, enforce_file_format=True)
+    sums = release_copy / "SHA256SUMS.txt"
+    sums.write_text("".join(line for line in sums.read_text().splitlines(keepends=True)
+                            if not line.endswith(f" {target.relpath}\n")))
+
+    result = convert_release(release_copy, tmp_path / "out", workers=2)
+    assert result.ok, [p for p in result.problems if p.severity == "error"]
+    changed = {(p.image_id, p.severity): p.message for p in result.problems
+               if p.code == "attribute-changed"}
+    assert f"PresentationLUTShape '{wrong}' replaced" in changed[(target.image_id, "warning")]
+    assert "Laterality" in changed[(lateral.image_id, "info")]
+    unverified = {p.image_id for p in result.problems if p.code == "unverified"}
+    assert unverified == {target.image_id}
