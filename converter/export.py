@@ -39,9 +39,11 @@ from converter.release import (
     BREAST_HEADER,
     FINDING_CSV,
     FINDING_HEADER,
+    ReleaseError,
     format_birads,
     format_categories,
     format_density,
+    read_csv_rows,
 )
 from converter.sr import parse_finding_identifier
 from converter.uids import uid_to_hex
@@ -442,24 +444,15 @@ def export_folder(out_dir: Path, dest: Path | None = None) -> tuple[list[Row], l
 # --- comparison with the source release ----------------------------------------------------
 
 
-def _source_rows(path: Path, header: Sequence[str]) -> list[tuple[int, tuple[str, ...]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        found = tuple(next(reader, ()))
-        if found != tuple(header):
-            raise ExportError(f"{path.name}: unexpected header {','.join(found)}")
-        return [(reader.line_num, tuple(row)) for row in reader if row]
-
-
 def _compare(
     name: str,
     header: Sequence[str],
-    source: list[tuple[int, tuple[str, ...]]],
+    source: list[tuple[int, list[str]]],
     exported: list[Row],
     image_ids: set[str],
 ) -> list[Problem]:
     index = header.index("image_id")
-    wanted = [(line, row) for line, row in source if row[index] in image_ids]
+    wanted = [(line, tuple(row)) for line, row in source if row[index] in image_ids]
     ours = Counter(tuple(row[c] for c in header) for row in exported)
     problems = []
     for line, row in wanted:
@@ -494,8 +487,11 @@ def compare_with_release(
     """
     release_dir = Path(release_dir)
     ids = set(image_ids) if image_ids is not None else {r["image_id"] for r in breast_rows}
-    breast_source = _source_rows(release_dir / BREAST_CSV, BREAST_HEADER)
-    finding_source = _source_rows(release_dir / FINDING_CSV, FINDING_HEADER)
+    try:
+        breast_source = read_csv_rows(release_dir / BREAST_CSV, BREAST_HEADER)
+        finding_source = read_csv_rows(release_dir / FINDING_CSV, FINDING_HEADER)
+    except ReleaseError as exc:
+        raise ExportError(str(exc)) from exc
     problems = []
     present = {row[2] for _, row in breast_source}
     for image_id in sorted(ids - present):
@@ -709,7 +705,6 @@ def check_sr_seg(
     return out
 
 
-check_study_objects = check_sr_seg  # the name converter.validate imports
 
 
 __all__ = [
@@ -718,7 +713,6 @@ __all__ = [
     "SrFinding",
     "SrReport",
     "check_sr_seg",
-    "check_study_objects",
     "compare_with_release",
     "csv_text",
     "export_folder",

@@ -110,8 +110,11 @@ def format_categories(labels: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{label}'" for label in labels) + "]"
 
 
-def _read_csv(path: Path, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
-    """Rows of a CSV as (line number, fields) after checking the exact header."""
+def read_csv_rows(path: Path, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """Rows of a release CSV as (line number, fields) after checking the exact header.
+
+    Raises :class:`ReleaseError` when the file is missing, empty or has another header.
+    """
     if not path.is_file():
         raise ReleaseError(f"{path.name} not found in {path.parent}")
     with path.open(newline="", encoding="utf-8") as handle:
@@ -218,7 +221,7 @@ def _parse_metadata(path: Path, problems: list[Problem]) -> dict[str, dict[str, 
     names = list(METADATA_HEADER)
     names[2] = "SOP Instance UID.1"
     try:
-        rows = _read_csv(path, METADATA_HEADER)
+        rows = read_csv_rows(path, METADATA_HEADER)
     except ReleaseError as exc:
         problems.append(Problem("warning", "bad-metadata", str(exc), file=METADATA_CSV))
         return {}
@@ -241,7 +244,7 @@ def read_release(root: Path) -> Release:
 
     images: dict[str, ImageRecord] = {}
     order: list[str] = []
-    for line, row in _read_csv(root / BREAST_CSV, BREAST_HEADER):
+    for line, row in read_csv_rows(root / BREAST_CSV, BREAST_HEADER):
         try:
             image = _parse_breast_row(line, row)
         except ValueError as exc:
@@ -259,7 +262,7 @@ def read_release(root: Path) -> Release:
 
     findings: dict[str, list[Finding]] = defaultdict(list)
     finding_rows: dict[str, int] = defaultdict(int)
-    for line, row in _read_csv(root / FINDING_CSV, FINDING_HEADER):
+    for line, row in read_csv_rows(root / FINDING_CSV, FINDING_HEADER):
         image_id = row[2] if len(row) > 2 else ""
         image = images.get(image_id)
         if image is None:

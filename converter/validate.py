@@ -195,7 +195,7 @@ def validate_output(
 
 def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[tuple[str, str]]:
     """SR and SEG read back with highdicom and agree with each other, per exam."""
-    from .export import check_study_objects
+    from .export import check_sr_seg
 
     by_study: dict[str, list[ManifestRow]] = defaultdict(list)
     for row in rows:
@@ -209,5 +209,5 @@ def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[tuple[str, str
                   for r in study_rows if r.kind == "MG"]
         sr = pydicom.dcmread(out / srs[0].path)
         segs = [pydicom.dcmread(out / r.path) for r in study_rows if r.kind == "SEG"]
-        issues += [(srs[0].path, text) for text in check_study_objects(sr, segs, images)]
+        issues += [(srs[0].path, text) for text in check_sr_seg(sr, segs, images)]
     return issues
