@@ -3,15 +3,15 @@
 Modules follow the data flow: :mod:`server.settings` (one settings object -> Orthanc
 configuration), :mod:`server.userconfig` (per-user credentials file),
 :mod:`server.native` / :mod:`server.docker` (the two engines), :mod:`server.engine`
-(start/stop on either), :mod:`server.client` (REST client), :mod:`server.manifest`
-(the converter's manifest.csv), :mod:`server.load` (send + check),
-:mod:`server.verify` (fetch over DICOMweb + compare) and :mod:`server.commands` (CLI).
+(start/stop on either), :mod:`server.client` (REST client), :mod:`server.load` (send +
+check the objects of the converter's manifest, :mod:`converter.manifest`),
+:mod:`server.verify` (fetch over DICOMweb + compare), :mod:`server.demo` (the whole chain)
+and :mod:`server.commands` (CLI).
 """
 
 from .client import Connection, OrthancClient, OrthancError, SystemInfo, dicomweb_client
 from .errors import ServerError
 from .load import LoadError, LoadResult, load
-from converter.manifest import ManifestRow, ManifestError, read_manifest, write_manifest
 from .settings import Credentials, Modality, ServerSettings, orthanc_config
 from .verify import StudyObjects, VerifyResult, fetch_studies, fetch_study, verify
 
@@ -20,8 +20,6 @@ __all__ = [
     "Credentials",
     "LoadError",
     "LoadResult",
-    "ManifestRow",
-    "ManifestError",
     "Modality",
     "OrthancClient",
     "OrthancError",
@@ -35,7 +33,5 @@ __all__ = [
     "fetch_studies",
     "load",
     "orthanc_config",
-    "read_manifest",
     "verify",
-    "write_manifest",
 ]
