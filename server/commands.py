@@ -38,6 +38,7 @@ VERIFY_CHECKS = {
     "pacs-patient-id": "studies with a wrong PatientID",
     "pacs-patient-shared": "patients shared between studies",
     "pacs-retrieve-failed": "objects that could not be retrieved",
+    "pacs-sr-seg": "SR/SEG disagreements as served",
     "pacs-annotations": "SRs that cannot be read back",
     "export-row-missing": "release CSV rows not rebuilt from the PACS",
     "export-row-extra": "rebuilt CSV rows not in the release",

@@ -26,9 +26,13 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from converter.export import ExportError, compare_with_release, rows_from_datasets
+from converter.export import (
+    ExportError,
+    check_sr_seg,
+    compare_with_release,
+    rows_from_datasets,
+)
 from converter.records import Problem
-from converter.uids import uid_to_hex
 
 from .client import Connection, dicomweb_client
 from .errors import ServerError
@@ -255,23 +259,34 @@ def check_study(expected: Sequence[ManifestRow], study: StudyObjects) -> list[Pr
 
 
 def compare_annotations(
-    src: Path, studies: Iterable[StudyObjects], image_ids: Iterable[str]
+    src: Path,
+    studies: Iterable[StudyObjects],
+    image_ids: Iterable[str],
+    study_ids: Mapping[str, str],
 ) -> list[Problem]:
     """Rebuild the annotation CSV rows from what the PACS serves and compare with ``src``.
 
+    Each study's SR and SEGs as served are first checked against each other
+    (:func:`converter.export.check_sr_seg`: read back with highdicom, every SR box equal to
+    its SEG mask, codes in their context groups).
     Each study's MG headers and SR go through the converter's export
     (:func:`converter.export.rows_from_datasets`) as they stream past; the rows of all
     studies are then compared with the release's rows of ``image_ids`` (the images the
     manifest says were loaded), so an image missing from the PACS is a difference too.
+    ``study_ids`` maps each Study Instance UID to the manifest's VinDr study id.
     """
     breast: list[dict[str, str]] = []
     finding: list[dict[str, str]] = []
     problems: list[Problem] = []
     for study in studies:
+        study_id = study_ids[study.study_uid]
+        for sr in study.sr:
+            problems += [_problem("pacs-sr-seg", study_id, text)
+                         for text in check_sr_seg(sr, study.seg, study.mg_headers)]
         try:
             rows = rows_from_datasets(study.mg_headers, study.sr)
         except ExportError as exc:
-            problems.append(_problem("pacs-annotations", uid_to_hex(study.study_uid), str(exc)))
+            problems.append(_problem("pacs-annotations", study_id, str(exc)))
             continue
         breast += rows[0]
         finding += rows[1]
@@ -321,7 +336,8 @@ def verify(
             yield study
 
     image_ids = [entry.image_id for entry in entries if entry.kind == "MG"]
-    result.problems.extend(compare_annotations(src, checked(), image_ids))
+    study_ids = {uid: rows[0].study_id for uid, rows in by_study.items()}
+    result.problems.extend(compare_annotations(src, checked(), image_ids, study_ids))
     return result
 
 

@@ -104,3 +104,18 @@ def test_verify_reads_only_the_manifest(pacs: Pacs, tmp_path: Path) -> None:
     out.mkdir()
     shutil.copy(pacs.out / "manifest.csv", out / "manifest.csv")
     assert verify(pacs.release, out, pacs.connection).ok
+
+
+def test_verify_reports_a_seg_that_disagrees_with_its_sr(pacs: Pacs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    output = make_output(out, n_studies=1, prefix="bad-seg")
+    study = output.studies[0]
+    entry = next(e for e in read_manifest(out) if e.sop_instance_uid == study.seg_uid)
+    seg = pydicom.dcmread(entry.file(out))
+    seg.PixelData = bytes(b ^ 0xFF for b in seg.PixelData)  # every mask bit inverted
+    seg.save_as(entry.file(out), enforce_file_format=True)
+    assert load(out, pacs.connection).ok
+    result = verify(output.release, out, pacs.connection)
+    assert {p.code for p in result.problems} == {"pacs-sr-seg"}
+    assert all(p.study_id == study.study_id for p in result.problems)
