@@ -110,6 +110,7 @@ BREAST = Code("76752008", SCT, "Breast")  # CID 4013 (anatomic region), finding 
 GEOMETRIC_PURPOSE = Code("130400", DCM, "Geometric purpose of region")
 BOUNDED_BY = Code("75958009", SCT, "Bounded by")  # CID 219
 IMAGING_PROCEDURE = Code("363679005", SCT, "Imaging procedure")
+MODIFYING_EQUIPMENT = Code("109103", DCM, "Modifying Equipment")  # CID 7005
 
 # De-identification method codes (CID 7050).
 DEID_METHOD_CODES: tuple[Code, ...] = (

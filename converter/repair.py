@@ -24,7 +24,7 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
-from . import codes
+from . import __version__, codes
 from .records import ImageRecord
 from .uids import hex_to_uid
 
@@ -262,8 +262,24 @@ def repair_dataset(
     if not ds.get("LossyImageCompression"):
         ds.LossyImageCompression = "00"
 
+    ds.ContributingEquipmentSequence = Sequence([modifying_equipment(record)])
     ds.file_meta = file_meta(ds)
     return ds
+
+
+def modifying_equipment(record: ImageRecord) -> Dataset:
+    """A Contributing Equipment item naming us as the modifier and the source file.
+
+    It keeps the VinDr ids readable in the object itself (the UIDs also map back to them).
+    """
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = Sequence([_code_item(codes.MODIFYING_EQUIPMENT)])
+    item.Manufacturer = codes.MANUFACTURER
+    item.SoftwareVersions = __version__
+    item.ContributionDescription = (
+        f"Repaired from {codes.DATASET_NAME} {codes.DATASET_VERSION} {record.relpath}"
+    )
+    return item
 
 
 def changed_attributes(source: Dataset, repaired: Dataset) -> list[tuple[str, str]]:

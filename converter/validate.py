@@ -32,6 +32,7 @@ MG_CODE_GROUPS = {
     "ViewCodeSequence": 4014,
     "AnatomicRegionSequence": 4013,
     "DeidentificationMethodCodeSequence": 7050,
+    "ContributingEquipmentSequence/PurposeOfReferenceCodeSequence": 7005,
 }
 
 
@@ -83,14 +84,20 @@ class ValidationReport:
 
 
 def code_issues(ds: Dataset, groups: dict[str, int]) -> list[str]:
-    """Coded values of ``ds`` that are not members of their context group."""
+    """Coded values of ``ds`` that are not members of their context group.
+
+    ``groups`` maps a sequence keyword, or a path of them joined by ``/``, to its CID.
+    """
     problems = []
-    for keyword, cid in groups.items():
+    for path, cid in groups.items():
         members = codes.cid_values(cid)
-        for item in ds.get(keyword, []):
+        items = [ds]
+        for keyword in path.split("/"):
+            items = [child for item in items for child in item.get(keyword, [])]
+        for item in items:
             pair = (item.CodingSchemeDesignator, item.CodeValue)
             if pair not in members:
-                problems.append(f"{keyword} code {pair} is not in CID {cid}")
+                problems.append(f"{path} code {pair} is not in CID {cid}")
     return problems
 
 

@@ -105,6 +105,9 @@ def test_repaired_images(release, converted_release):
         assert ds.AnatomicRegionSequence[0].CodeValue == codes.BREAST.value
         assert (ds.OrganExposed, ds.PositionerType) == ("BREAST", "MAMMOGRAPHIC")
         assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", ""]
+        equipment = ds.ContributingEquipmentSequence[0]
+        assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109103"
+        assert equipment.ContributionDescription.endswith(image.relpath)
         mono1 = ds.PhotometricInterpretation == "MONOCHROME1"
         assert ds.PresentationLUTShape == ("INVERSE" if mono1 else "IDENTITY")
         assert ds.BurnedInAnnotation == ("YES" if ds.Manufacturer == "SIEMENS" else "NO")
@@ -259,3 +262,20 @@ def test_changed_source_values_are_reported(release, release_copy, tmp_path):
     assert "Laterality" in changed[(lateral.image_id, "info")]
     unverified = {p.image_id for p in result.problems if p.code == "unverified"}
     assert unverified == {target.image_id}
+
+
+def test_validate_catches_a_code_outside_its_context_group(converted_release):
+    from converter.validate import MG_CODE_GROUPS, code_issues
+
+    out, _ = converted_release
+    row = next(r for r in read_manifest(out) if r.kind == "MG")
+    ds = pydicom.dcmread(out / row.path, stop_before_pixels=True)
+    assert code_issues(ds, MG_CODE_GROUPS) == []
+    ds.ViewCodeSequence[0].CodeValue = "399260004"  # medial-lateral: CID 4014, fine
+    assert code_issues(ds, MG_CODE_GROUPS) == []
+    ds.AnatomicRegionSequence[0].CodeValue = "80248007"  # left breast: not in CID 4013
+    ds.ContributingEquipmentSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue = "113100"
+    found = code_issues(ds, MG_CODE_GROUPS)
+    assert len(found) == 2
+    assert any("CID 4013" in text for text in found)
+    assert any("PurposeOfReferenceCodeSequence" in text and "CID 7005" in text for text in found)
