@@ -239,7 +239,7 @@ def _write_state(out: Path, study_id: str, options: ConvertOptions, result: Stud
         "options": asdict(options),
         "rows": [asdict(row) for row in result.rows],
         "sizes": {row.path: (out / row.path).stat().st_size for row in result.rows},
-        "problems": [p.as_dict() for p in result.problems],
+        "problems": [asdict(p) for p in result.problems],
     }
     path = _state_path(out, study_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -376,7 +376,7 @@ def write_report(out: Path, result: ConversionResult) -> Path:
             "problems": dict(sorted(counts.items())),
             "ok": result.ok,
         },
-        "problems": [p.as_dict() for p in result.problems],
+        "problems": [asdict(p) for p in result.problems],
     }
     path = out / REPORT
     _atomic_text(path, json.dumps(report, indent=1) + "\n")

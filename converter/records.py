@@ -107,14 +107,3 @@ class Problem:
     row: int | None = None  # CSV line number, header = 1
     study_id: str = ""
     image_id: str = ""
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "severity": self.severity,
-            "code": self.code,
-            "message": self.message,
-            "file": self.file,
-            "row": self.row,
-            "study_id": self.study_id,
-            "image_id": self.image_id,
-        }

@@ -32,14 +32,13 @@ from converter.export import (
     compare_with_release,
     rows_from_datasets,
 )
+from converter.manifest import KINDS, ManifestRow, read_manifest
 from converter.records import Problem
+from converter.repair import patient_id as exam_patient_id
 
 from .client import Connection, dicomweb_client
 from .errors import ServerError
-from converter.manifest import ManifestRow, read_manifest
 
-PATIENT_ID_PREFIX = "VINDR-"
-KIND_OF_MODALITY = {"MG": "MG", "SR": "SR", "SEG": "SEG"}
 INSTANCE_FIELDS = ("PatientID", "Modality", "SOPClassUID", "SeriesInstanceUID")
 
 
@@ -195,6 +194,11 @@ def _problem(code: str, study_id: str, message: str) -> Problem:
     return Problem("error", code, message, study_id=study_id)
 
 
+def _kind(modality: str) -> str:
+    """The manifest kind of an instance: its Modality (MG, SR, SEG), else "other"."""
+    return modality if modality in KINDS else "other"
+
+
 def check_study(expected: Sequence[ManifestRow], study: StudyObjects) -> list[Problem]:
     """Instance counts and UIDs per kind against the manifest, and the patient-per-study rule."""
     study_id = expected[0].study_id
@@ -205,7 +209,7 @@ def check_study(expected: Sequence[ManifestRow], study: StudyObjects) -> list[Pr
     problems: list[Problem] = []
     want = Counter(e.kind for e in expected)
     have = Counter(
-        KIND_OF_MODALITY.get(str(ds.get("Modality", "")), "other") for ds in study.instances
+        _kind(str(ds.get("Modality", ""))) for ds in study.instances
     )
     for kind in sorted(set(want) | set(have)):
         if want[kind] != have[kind]:
@@ -236,7 +240,7 @@ def check_study(expected: Sequence[ManifestRow], study: StudyObjects) -> list[Pr
                     f"{count} of {have[kind]} {kind} instance(s) could be retrieved",
                 )
             )
-    patient = PATIENT_ID_PREFIX + study_id
+    patient = exam_patient_id(study_id)
     if study.patient_ids != {patient}:
         problems.append(
             _problem(
