@@ -1,16 +1,25 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Both install what they need first (Debian packages through apt, the project through pip).
+# Both install what they need first: Debian packages through apt (only those missing), then
+# this project into a virtual environment, .venv, made with Debian's own python3 (a stock
+# Debian refuses `pip install` outside one, PEP 668). Every target runs from that venv.
 
-PYTHON ?= python3
-# Needed: the PACS, its DICOMweb plugin, dcmtk (a real DIMSE client for the tests).
-APT_PACKAGES = orthanc orthanc-dicomweb dcmtk
+# The interpreter the venv is made from: Debian's, whatever `python3` is first on PATH.
+BASE_PYTHON ?= /usr/bin/python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Needed: Python and its venv module, the PACS, its DICOMweb plugin, dcmtk (a real DIMSE
+# client for the tests).
+APT_PACKAGES = python3 python3-venv orthanc orthanc-dicomweb dcmtk
 # Wanted: PixelMed's SR validator (its test is skipped when they cannot be installed).
 APT_OPTIONAL = libpixelmed-java default-jre-headless
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: setup demo test
+.PHONY: setup apt venv demo test test-quick bench clean-venv
 
-setup:
+setup: apt venv
+
+apt:
 	@set -e; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	missing(){ for p in "$$@"; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; }; \
 	need="$$(missing $(APT_PACKAGES))"; want="$$(missing $(APT_OPTIONAL))"; \
@@ -24,10 +33,31 @@ setup:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$want \
 	    || echo "warning: could not install" $$want "- the PixelMed SR test will be skipped"; \
 	fi
-	$(PYTHON) -m pip install -q --disable-pip-version-check -e '.[test]'
+
+venv: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changed (or the venv is missing or broken).
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) && $(PY) -c 'import sys' 2>/dev/null || { \
+	  echo "creating $(VENV) with $(BASE_PYTHON)"; rm -rf $(VENV); $(BASE_PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+	@echo "installed: activate with '. $(VENV)/bin/activate' to call vindr-convert directly"
 
 demo: setup
-	$(PYTHON) -m converter demo
+	$(VENV)/bin/vindr-convert demo $(DEMO_ARGS)
 
+# Everything: unit tests, the slow end-to-end conversions and the integration tests against
+# a real Orthanc (started by the suite itself).
 test: setup
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The developer's loop: unit tests only (no whole-release conversion, no server), < 60 s.
+test-quick: venv
+	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/convert_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -7,6 +7,8 @@ the round trip reads with the tables it wrote with.  Code meanings are the DICOM
 
 from __future__ import annotations
 
+import functools
+
 from pydicom.sr.coding import Code
 
 # --- SOP classes and transfer syntaxes -------------------------------------------------
@@ -135,7 +137,8 @@ COLUMN_DIRECTION: dict[tuple[str, str], str] = {
 BURNED_IN_LABEL_MANUFACTURERS = ("SIEMENS",)
 
 
-def cid_values(cid: int) -> set[tuple[str, str]]:
+@functools.cache
+def cid_values(cid: int) -> frozenset[tuple[str, str]]:
     """(scheme, value) pairs of context group ``cid``.
 
     Taken from pydicom's copy of PS3.16, independent of the tables above, so that a wrong
@@ -143,17 +146,22 @@ def cid_values(cid: int) -> set[tuple[str, str]]:
     from :data:`BIRADS_CODES`.
     """
     if cid == 6027:
-        return {(c.scheme_designator, c.value) for c in BIRADS_CODES.values()}
+        return frozenset((c.scheme_designator, c.value) for c in BIRADS_CODES.values())
     from pydicom.sr.codedict import codes
 
     collection = getattr(codes, f"cid{cid}")
-    return {
+    return frozenset(
         (getattr(collection, name).scheme_designator, getattr(collection, name).value)
         for name in collection.dir()
-    }
+    )
 
 
-# --- Annotation objects (SR, SEG): added for converter.sr / converter.seg ----------------------
+def in_cid(key: tuple[str, str] | None, cid: int) -> bool:
+    """True when the (scheme, value) pair ``key`` belongs to context group ``cid``."""
+    return key is not None and key in cid_values(cid)
+
+
+# --- Annotation objects (SR, SEG): converter.annotations.sr / converter.annotations.seg ----------------------
 # Fixed values so that the same input gives the same bytes.  The date is the publication date
 # of VinDr-Mammo 1.0.0 on PhysioNet (March 21, 2022), when the annotations were released.
 
@@ -170,6 +178,6 @@ SEG_CONTENT_LABEL = "FINDING_BOXES"  # CS, at most 16 characters
 SEG_CONTENT_DESCRIPTION = "VinDr-Mammo finding boxes, one segment per box row"
 DEVICE_SERIAL_NUMBER = "1"  # Type 1 in the SEG's Enhanced General Equipment module
 
-# Text of the tracking identifiers (format documented in converter.sr).
+# Text of the tracking identifiers (format in converter.naming).
 FINDING_TRACKING_PREFIX = "VinDr finding"
 BREAST_TRACKING_PREFIX = "VinDr breast"

@@ -1,258 +1,40 @@
-"""Rebuild the release's annotation CSVs from DICOM objects alone, and check SR/SEG pairs.
+"""Rebuild the release's annotation CSVs from DICOM objects alone, and compare them.
 
 Input is pydicom Datasets only (files read with pydicom, or objects fetched from a PACS over
 DICOMweb), so the export works on any copy of the converted data:
 
-- MG headers give study/series/image ids (:func:`converter.uids.uid_to_hex`), laterality,
-  view, height/width (Rows/Columns) and the split (StudyDescription ``VinDr-Mammo-<split>``).
-- Each exam's SR, read back with highdicom, gives breast BI-RADS and density (TID 1501 groups,
-  matched to images through their source images) and the finding rows (TID 1410 groups): the
-  labels and the exact coordinate text come from the tracking identifier
-  (:func:`converter.sr.parse_finding_identifier`), the BI-RADS from the qualitative evaluation.
+- MG headers give study/series/image ids (:func:`converter.naming.uid_to_hex`), laterality,
+  view, height/width (Rows/Columns) and the split (:func:`converter.naming.split_of`).
+- Each exam's SR, read back by :func:`converter.annotations.sr.read_sr`, gives breast
+  BI-RADS and density and the finding rows: the labels and the exact coordinate text come
+  from the tracking identifier, the BI-RADS from the qualitative evaluation.
 
 Rows are dicts keyed by the release's column names, values exactly as the release writes
 them.  :func:`compare_with_release` checks them against the source CSVs character for
-character; :func:`check_sr_seg` is the SR/SEG consistency check used by the validator.
+character.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
-import functools
 import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import highdicom as hd
-import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 
-from converter import codes
-from converter.masks import box_mask, polyline_to_box, scoord_box
-from converter.records import Box, Problem
-from converter.release import (
-    BREAST_CSV,
-    BREAST_HEADER,
-    FINDING_CSV,
-    FINDING_HEADER,
-    ReleaseError,
-    format_birads,
-    format_categories,
-    format_density,
-    read_csv_rows,
-)
-from converter.sr import parse_finding_identifier
-from converter.uids import uid_to_hex
+from . import codes
+from .annotations.common import code_key
+from .annotations.sr import SrBreast, SrFinding, SrReport, read_sr
+from .errors import ExportError, ReleaseError
+from .fileio import atomic_write
+from .naming import format_birads, format_categories, format_density, split_of, uid_to_hex
+from .records import Problem
+from .release import BREAST_CSV, BREAST_HEADER, FINDING_CSV, FINDING_HEADER, read_csv_rows
 
 Row = dict[str, str]
-CodeKey = tuple[str, str]  # (scheme designator, code value)
-
-_BIRADS_BY_CODE = {(c.scheme_designator, c.value): n for n, c in codes.BIRADS_CODES.items()}
-_DENSITY_BY_CODE = {(c.scheme_designator, c.value): d for d, c in codes.DENSITY_CODES.items()}
-_LATERALITY_BY_CODE = {
-    (c.scheme_designator, c.value): lat for lat, c in codes.LATERALITY_CODES.items()
-}
-_IMAGE_LIBRARY = ("DCM", "111028")
-
-
-class ExportError(Exception):
-    """The DICOM objects do not hold what an exact export needs; the message lists why."""
-
-
-def _key(code: object) -> CodeKey | None:
-    """(scheme, value) of a Code / CodedConcept / code item, None for None."""
-    if code is None:
-        return None
-    return (str(code.scheme_designator), str(code.value))  # type: ignore[attr-defined]
-
-
-def _code_key(code: object) -> CodeKey:
-    key = _key(code)
-    assert key is not None
-    return key
-
-
-# --- reading an SR --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SrBreast:
-    """A TID 1501 breast group as read back."""
-
-    tracking_uid: str
-    tracking_identifier: str
-    laterality: str | None
-    birads: int | None
-    density: str | None
-    image_uids: tuple[str, ...]
-    birads_code: CodeKey | None = None
-    density_code: CodeKey | None = None
-    laterality_code: CodeKey | None = None
-
-
-@dataclass(frozen=True)
-class SrFinding:
-    """A TID 1410 finding group as read back (``labels``/``box`` from the tracking id)."""
-
-    tracking_uid: str
-    tracking_identifier: str
-    image_uid: str
-    labels: tuple[str, ...]
-    box: Box
-    birads: int | None
-    scoord: tuple[float, float, float, float]
-    finding_type: CodeKey | None
-    finding_category: CodeKey | None
-    birads_code: CodeKey | None
-    laterality: str | None
-    laterality_code: CodeKey | None
-    site: CodeKey | None
-    geometric_purpose: CodeKey | None
-
-
-@dataclass
-class SrReport:
-    """What an exam's SR says, plus anything that could not be read."""
-
-    sop_instance_uid: str
-    study_instance_uid: str
-    study_description: str
-    library: tuple[str, ...]
-    breasts: list[SrBreast] = field(default_factory=list)
-    findings: list[SrFinding] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def _with_transfer_syntax(ds: Dataset) -> Dataset:
-    """``ds``, or a shallow copy with file meta when it has none (DICOMweb JSON objects).
-
-    JSON metadata has no transfer syntax; highdicom then assumes little endian and logs a
-    warning.  The values are already decoded, so explicit VR little endian is stated.
-    """
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return ds
-    result = copy.copy(ds)
-    result.file_meta = FileMetaDataset()
-    result.file_meta.TransferSyntaxUID = codes.EXPLICIT_VR_LITTLE_ENDIAN
-    return result
-
-
-def _finding_site(group: object) -> tuple[CodeKey | None, CodeKey | None]:
-    """(site, laterality) code keys of a group's first finding site."""
-    sites = list(getattr(group, "finding_sites", []) or [])
-    if not sites:
-        return None, None
-    return _key(sites[0].value), _key(sites[0].laterality)
-
-
-def _evaluation(group: object, name: object) -> CodeKey | None:
-    wanted = _code_key(name)
-    for item in group.get_qualitative_evaluations():  # type: ignore[attr-defined]
-        if _key(item.name) == wanted:
-            return _key(item.value)
-    return None
-
-
-def _library_uids(ds: Dataset) -> tuple[str, ...]:
-    """SOP instance UIDs listed in the SR's image library (TID 1600)."""
-    found: list[str] = []
-
-    def walk(items: Iterable[Dataset], inside: bool) -> None:
-        for item in items:
-            name = item.get("ConceptNameCodeSequence")
-            here = inside or bool(
-                name and (name[0].CodingSchemeDesignator, name[0].CodeValue) == _IMAGE_LIBRARY
-            )
-            if here:
-                for ref in item.get("ReferencedSOPSequence", []):
-                    found.append(str(ref.ReferencedSOPInstanceUID))
-            walk(item.get("ContentSequence", []), here)
-
-    walk(ds.get("ContentSequence", []), False)
-    return tuple(found)
-
-
-def read_sr(ds: Dataset) -> SrReport:
-    """Read an exam's SR back with highdicom.
-
-    Parameters
-    ----------
-    ds: pydicom.Dataset
-        A Comprehensive SR written by :func:`converter.sr.build_sr`.
-
-    Returns
-    -------
-    SrReport
-        ``problems`` lists groups that could not be interpreted (they are left out).
-    """
-    if ds.get("SOPClassUID") != codes.COMPREHENSIVE_SR:
-        raise ExportError(f"{ds.get('SOPInstanceUID')}: not a Comprehensive SR")
-    sr = hd.sr.ComprehensiveSR.from_dataset(_with_transfer_syntax(ds), copy=True)
-    report = SrReport(
-        sop_instance_uid=str(ds.SOPInstanceUID),
-        study_instance_uid=str(ds.StudyInstanceUID),
-        study_description=str(ds.get("StudyDescription", "") or ""),
-        library=_library_uids(ds),
-    )
-    content = sr.content
-    for group in content.get_image_measurement_groups():
-        site, lat_code = _finding_site(group)
-        birads_code = _evaluation(group, codes.ASSESSMENT_CATEGORY)
-        density_code = _evaluation(group, codes.BREAST_COMPOSITION)
-        report.breasts.append(
-            SrBreast(
-                tracking_uid=str(group.tracking_uid),
-                tracking_identifier=str(group.tracking_identifier),
-                laterality=_LATERALITY_BY_CODE.get(lat_code) if lat_code else None,
-                birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
-                density=_DENSITY_BY_CODE.get(density_code) if density_code else None,
-                image_uids=tuple(
-                    str(s.referenced_sop_instance_uid) for s in group.source_images
-                ),
-                birads_code=birads_code,
-                density_code=density_code,
-                laterality_code=lat_code,
-            )
-        )
-    for group in content.get_planar_roi_measurement_groups():
-        text = str(group.tracking_identifier)
-        try:
-            parsed = parse_finding_identifier(text)
-            roi = group.roi
-            if roi is None:
-                raise ValueError("no SCOORD image region")
-            image_uid = str(roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-            scoord = polyline_to_box(roi.value)
-        except (ValueError, AttributeError, IndexError) as exc:
-            report.problems.append(f"SR {report.sop_instance_uid}: finding group {text!r}: {exc}")
-            continue
-        site, lat_code = _finding_site(group)
-        birads_code = _evaluation(group, codes.ASSESSMENT_CATEGORY)
-        purpose = _evaluation(group, codes.GEOMETRIC_PURPOSE)
-        report.findings.append(
-            SrFinding(
-                tracking_uid=str(group.tracking_uid),
-                tracking_identifier=text,
-                image_uid=image_uid,
-                labels=parsed.labels,
-                box=parsed.box,
-                birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
-                scoord=scoord,
-                finding_type=_key(group.finding_type),
-                finding_category=_key(group.finding_category),
-                birads_code=birads_code,
-                laterality=_LATERALITY_BY_CODE.get(lat_code) if lat_code else None,
-                laterality_code=lat_code,
-                site=site,
-                geometric_purpose=purpose,
-            )
-        )
-    return report
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -264,14 +46,9 @@ def _view(ds: Dataset) -> str:
         return view
     for item in ds.get("ViewCodeSequence", []):
         for name, code in codes.VIEW_CODES.items():
-            if (item.CodingSchemeDesignator, item.CodeValue) == _code_key(code):
+            if (item.CodingSchemeDesignator, item.CodeValue) == code_key(code):
                 return name
     return ""
-
-
-def _split(description: str) -> str:
-    prefix = codes.STUDY_DESCRIPTION_PREFIX
-    return description[len(prefix) :] if description.startswith(prefix) else ""
 
 
 def rows_from_datasets(
@@ -302,15 +79,7 @@ def rows_from_datasets(
         When an image has no SR, no breast assessment, or a finding cannot be read exactly.
     """
     images = list(images)
-    reports: dict[str, SrReport] = {}
-    errors: list[str] = []
-    for ds in srs:
-        report = read_sr(ds)
-        if report.study_instance_uid in reports:
-            errors.append(f"two SRs for study {report.study_instance_uid}")
-        reports[report.study_instance_uid] = report
-        errors.extend(report.problems)
-
+    reports, errors = _read_reports(srs)
     findings: dict[str, list[SrFinding]] = {}
     for report in reports.values():
         for item in report.findings:
@@ -319,78 +88,95 @@ def rows_from_datasets(
     breast_rows: list[Row] = []
     boxes: list[Row] = []
     no_finding: list[Row] = []
-    known: set[str] = set()
     for ds in images:
-        uid = str(ds.SOPInstanceUID)
-        known.add(uid)
-        study_uid = str(ds.StudyInstanceUID)
-        report = reports.get(study_uid)
-        if report is None:
-            errors.append(f"image {uid}: no SR for study {study_uid}")
-            continue
-        laterality = str(ds.get("ImageLaterality", "") or "")
-        breast = _breast_of(report, uid, laterality)
-        if breast is None or breast.birads is None or breast.density is None:
-            errors.append(f"image {uid}: no breast BI-RADS/density in SR {report.sop_instance_uid}")
-            continue
         try:
-            base = {
-                "study_id": uid_to_hex(study_uid),
-                "series_id": uid_to_hex(str(ds.SeriesInstanceUID)),
-                "image_id": uid_to_hex(uid),
-            }
+            base = _image_columns(ds, reports)
         except ValueError as exc:
-            errors.append(f"image {uid}: {exc}")
+            errors.append(str(exc))
             continue
-        base.update(
-            laterality=laterality,
-            view_position=_view(ds),
-            height=str(int(ds.Rows)),
-            width=str(int(ds.Columns)),
-            breast_birads=format_birads(breast.birads),
-            breast_density=format_density(breast.density),
-        )
-        split = _split(str(ds.get("StudyDescription", "") or "")) or _split(
-            report.study_description
-        )
-        breast_rows.append({**base, "split": split})
-        image_findings = findings.get(uid, [])
-        for item in image_findings:
-            boxes.append(
-                {
-                    **base,
-                    "finding_categories": format_categories(item.labels),
-                    "finding_birads": format_birads(item.birads),
-                    "xmin": item.box.text[0],
-                    "ymin": item.box.text[1],
-                    "xmax": item.box.text[2],
-                    "ymax": item.box.text[3],
-                    "split": split,
-                }
-            )
+        breast_rows.append({**base[0], "split": base[1]})
+        image_findings = findings.get(str(ds.SOPInstanceUID), [])
+        boxes += [_finding_row(base[0], base[1], item) for item in image_findings]
         if not image_findings:
-            no_finding.append(
-                {
-                    **base,
-                    "finding_categories": format_categories((codes.NO_FINDING,)),
-                    "finding_birads": "",
-                    "xmin": "",
-                    "ymin": "",
-                    "xmax": "",
-                    "ymax": "",
-                    "split": split,
-                }
-            )
+            no_finding.append(_finding_row(base[0], base[1], None))
+    if strict:
+        errors += _orphan_findings(images, reports)
+    if errors:
+        raise ExportError("; ".join(errors), errors)
+    return breast_rows, boxes + no_finding
+
+
+def _read_reports(srs: Iterable[Dataset]) -> tuple[dict[str, SrReport], list[str]]:
+    """The SRs read back, by Study Instance UID, and what could not be read."""
+    reports: dict[str, SrReport] = {}
+    errors: list[str] = []
+    for ds in srs:
+        report = read_sr(ds)
+        if report.study_instance_uid in reports:
+            errors.append(f"two SRs for study {report.study_instance_uid}")
+        reports[report.study_instance_uid] = report
+        errors.extend(report.problems)
+    return reports, errors
+
+
+def _image_columns(ds: Dataset, reports: dict[str, SrReport]) -> tuple[Row, str]:
+    """The breast-level columns of one image (without split), and its split.
+
+    Raises ValueError naming the image when its SR or breast assessment is missing.
+    """
+    uid = str(ds.SOPInstanceUID)
+    study_uid = str(ds.StudyInstanceUID)
+    report = reports.get(study_uid)
+    if report is None:
+        raise ValueError(f"image {uid}: no SR for study {study_uid}")
+    laterality = str(ds.get("ImageLaterality", "") or "")
+    breast = _breast_of(report, uid, laterality)
+    if breast is None or breast.birads is None or breast.density is None:
+        raise ValueError(f"image {uid}: no breast BI-RADS/density in SR "
+                         f"{report.sop_instance_uid}")
+    try:
+        ids = [uid_to_hex(study_uid), uid_to_hex(str(ds.SeriesInstanceUID)), uid_to_hex(uid)]
+    except ValueError as exc:
+        raise ValueError(f"image {uid}: {exc}") from None
+    base = dict(zip(("study_id", "series_id", "image_id"), ids))
+    base.update(
+        laterality=laterality,
+        view_position=_view(ds),
+        height=str(int(ds.Rows)),
+        width=str(int(ds.Columns)),
+        breast_birads=format_birads(breast.birads),
+        breast_density=format_density(breast.density),
+    )
+    split = split_of(str(ds.get("StudyDescription", "") or "")) or split_of(
+        report.study_description
+    )
+    return base, split
+
+
+def _finding_row(base: Row, split: str, item: SrFinding | None) -> Row:
+    """A finding_annotations.csv row: a box row, or the No Finding row when ``item`` is None."""
+    if item is None:
+        return {**base, "finding_categories": format_categories((codes.NO_FINDING,)),
+                "finding_birads": "", "xmin": "", "ymin": "", "xmax": "", "ymax": "",
+                "split": split}
+    xmin, ymin, xmax, ymax = item.box.text
+    return {**base, "finding_categories": format_categories(item.labels),
+            "finding_birads": format_birads(item.birads),
+            "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax, "split": split}
+
+
+def _orphan_findings(images: list[Dataset], reports: dict[str, SrReport]) -> list[str]:
+    """SR findings of exported exams on images that are not among ``images``."""
+    known = {str(ds.SOPInstanceUID) for ds in images}
     studies = {str(ds.StudyInstanceUID) for ds in images}
+    errors = []
     for report in reports.values():
-        if not strict or report.study_instance_uid not in studies:
+        if report.study_instance_uid not in studies:
             continue
         for image_uid in sorted({f.image_uid for f in report.findings} - known):
             errors.append(f"SR {report.sop_instance_uid} has a finding on image {image_uid}, "
                           "which is not among the images")
-    if errors:
-        raise ExportError("; ".join(errors))
-    return breast_rows, boxes + no_finding
+    return errors
 
 
 def _breast_of(report: SrReport, image_uid: str, laterality: str) -> SrBreast | None:
@@ -417,8 +203,8 @@ def write_csvs(dest: Path, breast_rows: Iterable[Row], finding_rows: Iterable[Ro
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     breast_path, finding_path = dest / BREAST_CSV, dest / FINDING_CSV
-    breast_path.write_bytes(csv_text(BREAST_HEADER, breast_rows).encode("utf-8"))
-    finding_path.write_bytes(csv_text(FINDING_HEADER, finding_rows).encode("utf-8"))
+    atomic_write(breast_path, csv_text(BREAST_HEADER, breast_rows))
+    atomic_write(finding_path, csv_text(FINDING_HEADER, finding_rows))
     return breast_path, finding_path
 
 
@@ -430,9 +216,12 @@ def read_headers(paths: Iterable[Path]) -> list[Dataset]:
 def export_folder(out_dir: Path, dest: Path | None = None) -> tuple[list[Row], list[Row]]:
     """Rows from a conversion output folder (``images/**/*.dcm`` and ``sr/*.dcm``).
 
-    When ``dest`` is given the two CSVs are written there as well.
+    When ``dest`` is given the two CSVs are written there as well. Raises
+    :class:`~converter.errors.ExportError` when ``out_dir`` is not a converted output folder.
     """
     out_dir = Path(out_dir)
+    if not (out_dir / "images").is_dir():
+        raise ExportError(f"{out_dir}: no images/ folder (is it a folder written by convert?)")
     images = read_headers((out_dir / "images").glob("**/*.dcm"))
     srs = [pydicom.dcmread(path) for path in sorted((out_dir / "sr").glob("*.dcm"))]
     breast_rows, finding_rows = rows_from_datasets(images, srs)
@@ -505,219 +294,11 @@ def compare_with_release(
     return problems
 
 
-# --- SR / SEG consistency (used by converter.validate) -----------------------------------------
-
-
-@functools.cache
-def _cid(cid: int) -> frozenset[CodeKey]:
-    return frozenset(codes.cid_values(cid))
-
-
-def _in_cid(key: CodeKey | None, cid: int) -> bool:
-    return key is not None and key in _cid(cid)
-
-
-def _check_finding(item: SrFinding, image: Dataset | None) -> list[str]:
-    where = f"SR finding {item.tracking_identifier!r}"
-    out = []
-    if image is None:
-        return [f"{where}: references image {item.image_uid}, not among the exam's images"]
-    unknown = [label for label in item.labels if label not in codes.FINDING_CODES]
-    if unknown:
-        out.append(f"{where}: unknown label(s) {unknown}")
-    else:
-        first = item.labels[0]
-        if item.finding_type != _code_key(codes.FINDING_CODES[first]):
-            out.append(f"{where}: finding type {item.finding_type} is not the code of {first!r}")
-        if not _in_cid(item.finding_type, codes.FINDING_CIDS[first]):
-            out.append(f"{where}: finding type {item.finding_type} not in CID "
-                       f"{codes.FINDING_CIDS[first]}")
-    if item.finding_category != _code_key(codes.FINDING_CATEGORY) or not _in_cid(
-        item.finding_category, 7150
-    ):
-        out.append(f"{where}: finding category {item.finding_category} is not "
-                   f"{_code_key(codes.FINDING_CATEGORY)} (CID 7150)")
-    if item.birads_code is not None and not _in_cid(item.birads_code, 6027):
-        out.append(f"{where}: BI-RADS {item.birads_code} not in CID 6027")
-    if item.geometric_purpose != _code_key(codes.BOUNDED_BY) or not _in_cid(
-        item.geometric_purpose, 219
-    ):
-        out.append(f"{where}: geometric purpose {item.geometric_purpose} is not 'Bounded by'")
-    if item.site != _code_key(codes.BREAST):
-        out.append(f"{where}: finding site {item.site} is not Breast")
-    if not _in_cid(item.laterality_code, 244) or item.laterality != image.get("ImageLaterality"):
-        out.append(f"{where}: laterality {item.laterality_code} disagrees with the image "
-                   f"({image.get('ImageLaterality')})")
-    rows, columns = int(image.Rows), int(image.Columns)
-    expected = scoord_box(item.box, rows, columns)
-    if item.scoord != expected:
-        out.append(f"{where}: SCOORD {item.scoord} is not the clipped box {expected}")
-    return out
-
-
-def _check_breast(item: SrBreast, images: dict[str, Dataset]) -> list[str]:
-    where = f"SR breast group {item.tracking_identifier!r}"
-    out = []
-    if not _in_cid(item.birads_code, 6027):
-        out.append(f"{where}: BI-RADS {item.birads_code} not in CID 6027")
-    if not _in_cid(item.density_code, 6000):
-        out.append(f"{where}: density {item.density_code} not in CID 6000")
-    if not _in_cid(item.laterality_code, 244):
-        out.append(f"{where}: laterality {item.laterality_code} not in CID 244")
-    for uid in item.image_uids:
-        image = images.get(uid)
-        if image is None:
-            out.append(f"{where}: source image {uid} not among the exam's images")
-        elif image.get("ImageLaterality") != item.laterality:
-            out.append(f"{where}: source image {uid} has laterality "
-                       f"{image.get('ImageLaterality')}, group {item.laterality}")
-    return out
-
-
-def _read_seg(seg: Dataset | Path | str) -> hd.seg.Segmentation:
-    if isinstance(seg, Dataset):
-        return hd.seg.Segmentation.from_dataset(_with_transfer_syntax(seg), copy=True)
-    return hd.seg.segread(seg)
-
-
-def _check_seg(
-    seg: hd.seg.Segmentation, by_uid: dict[str, SrFinding], images: dict[str, Dataset]
-) -> tuple[list[str], set[str]]:
-    """Problems of one SEG and the tracking UIDs it covers."""
-    where = f"SEG {seg.SOPInstanceUID}"
-    out: list[str] = []
-    covered: set[str] = set()
-    sources = [str(item.ReferencedSOPInstanceUID) for item in seg.get("SourceImageSequence", [])]
-    if len(sources) != 1 or sources[0] not in images:
-        return [f"{where}: source image(s) {sources} not one of the exam's images"], covered
-    image = images[sources[0]]
-    if seg.file_meta.TransferSyntaxUID not in (
-        codes.EXPLICIT_VR_LITTLE_ENDIAN, codes.IMPLICIT_VR_LITTLE_ENDIAN
-    ):
-        out.append(f"{where}: transfer syntax {seg.file_meta.TransferSyntaxUID} is not native")
-    if seg.get("SegmentationType") != "BINARY":
-        out.append(f"{where}: segmentation type {seg.get('SegmentationType')} is not BINARY")
-    if "PatientOrientation" not in seg:
-        out.append(f"{where}: PatientOrientation missing")
-    if seg.StudyInstanceUID != image.StudyInstanceUID:
-        out.append(f"{where}: study differs from its source image")
-    rows, columns = int(image.Rows), int(image.Columns)
-    numbers = list(seg.segment_numbers)
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=[sources[0]], segment_numbers=numbers
-    )
-    for position, number in enumerate(numbers):
-        desc = seg.get_segment_description(number)
-        label = f"{where} segment {number}"
-        uid = str(desc.tracking_uid) if desc.tracking_uid else ""
-        finding = by_uid.get(uid)
-        if finding is None:
-            out.append(f"{label}: tracking UID {uid!r} matches no SR finding")
-            continue
-        covered.add(uid)
-        if finding.image_uid != sources[0]:
-            out.append(f"{label}: SR finding is on image {finding.image_uid}, SEG on {sources[0]}")
-        if desc.tracking_id != finding.tracking_identifier:
-            out.append(f"{label}: tracking ID {desc.tracking_id!r} differs from the SR's")
-        ptype = _key(desc.segmented_property_type)
-        if ptype != finding.finding_type:
-            out.append(f"{label}: property type {ptype} differs from SR finding type")
-        if finding.labels and finding.labels[0] in codes.FINDING_CIDS and not _in_cid(
-            ptype, codes.FINDING_CIDS[finding.labels[0]]
-        ):
-            out.append(f"{label}: property type {ptype} not in CID "
-                       f"{codes.FINDING_CIDS[finding.labels[0]]}")
-        category = _key(desc.segmented_property_category)
-        if category != _code_key(codes.FINDING_CATEGORY) or not _in_cid(category, 7150):
-            out.append(f"{label}: property category {category} is not "
-                       "Morphologically Abnormal Structure (CID 7150)")
-        mask = pixels[0, :, :, position].astype(bool)
-        expected = box_mask(finding.scoord, rows, columns)
-        if mask.shape != expected.shape:
-            out.append(f"{label}: mask shape {mask.shape}, image {expected.shape}")
-        elif not np.array_equal(mask, expected):
-            diff = int(np.count_nonzero(mask != expected))
-            out.append(f"{label}: mask differs from the SR box in {diff} pixel(s)")
-    return out, covered
-
-
-def check_sr_seg(
-    sr: Dataset | Path | str,
-    segs: Sequence[Dataset | Path | str],
-    images: Sequence[Dataset],
-) -> list[str]:
-    """Check one exam's SR and SEGs against each other, the images and the context groups.
-
-    Parameters
-    ----------
-    sr: pydicom.Dataset | Path
-        The exam's SR (read back with highdicom).
-    segs: Sequence[pydicom.Dataset | Path]
-        The exam's SEGs (read back with highdicom, ``segread`` for paths).
-    images: Sequence[pydicom.Dataset]
-        The exam's MG headers.
-
-    Returns
-    -------
-    list[str]
-        One message per problem; empty when consistent.
-    """
-    by_image = {str(ds.SOPInstanceUID): ds for ds in images}
-    out: list[str] = []
-    try:
-        sr_ds = sr if isinstance(sr, Dataset) else pydicom.dcmread(sr)
-        report = read_sr(sr_ds)
-    except Exception as exc:  # noqa: BLE001 - any read failure is a finding
-        return [f"SR cannot be read back: {type(exc).__name__}: {exc}"]
-    out += report.problems
-    missing = sorted(set(by_image) - set(report.library))
-    if missing:
-        out.append(f"SR image library lacks {missing}")
-    covered_images: Counter[str] = Counter()
-    for breast in report.breasts:
-        out += _check_breast(breast, by_image)
-        covered_images.update(breast.image_uids)
-    for uid in by_image:
-        if covered_images[uid] != 1:
-            out.append(f"image {uid} is in {covered_images[uid]} breast groups (expected 1)")
-    by_uid: dict[str, SrFinding] = {}
-    for item in report.findings:
-        out += _check_finding(item, by_image.get(item.image_uid))
-        if item.tracking_uid in by_uid:
-            out.append(f"tracking UID {item.tracking_uid} used by two SR findings")
-        by_uid[item.tracking_uid] = item
-    covered: set[str] = set()
-    for seg in segs:
-        try:
-            segmentation = _read_seg(seg)
-        except Exception as exc:  # noqa: BLE001
-            out.append(f"SEG {seg if not isinstance(seg, Dataset) else seg.get('SOPInstanceUID')}"
-                       f" cannot be read back: {type(exc).__name__}: {exc}")
-            continue
-        problems, uids = _check_seg(segmentation, by_uid, by_image)
-        out += problems
-        duplicate = covered & uids
-        if duplicate:
-            out.append(f"tracking UID(s) {sorted(duplicate)} segmented twice")
-        covered |= uids
-    for uid in sorted(set(by_uid) - covered):
-        out.append(f"SR finding {by_uid[uid].tracking_identifier!r} has no SEG segment")
-    return out
-
-
-
-
 __all__ = [
-    "ExportError",
-    "SrBreast",
-    "SrFinding",
-    "SrReport",
-    "check_sr_seg",
     "compare_with_release",
     "csv_text",
     "export_folder",
     "read_headers",
-    "read_sr",
     "rows_from_datasets",
     "write_csvs",
 ]

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .errors import ManifestError
+from .fileio import atomic_write
+
 MANIFEST_NAME = "manifest.csv"
 KINDS: tuple[str, ...] = ("MG", "SR", "SEG")
-
-
-class ManifestError(ValueError):
-    """The manifest is missing or malformed (the message names file and line)."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,4 @@ def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> Path:
     writer.writerow(COLUMNS)
     for row in sorted(rows, key=lambda r: (r.study_id, KINDS.index(r.kind), r.path)):
         writer.writerow([getattr(row, name) for name in COLUMNS])
-    path = Path(out_dir) / MANIFEST_NAME
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(out_dir) / MANIFEST_NAME, buffer.getvalue())

@@ -18,8 +18,10 @@ Output layout (all paths relative to OUT)::
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable, Iterable
+import traceback
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,13 +29,14 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from . import __version__, codes
+from .annotations.seg import build_seg
+from .annotations.sr import build_sr
+from .errors import RepairError
+from .fileio import atomic_write
 from .manifest import ManifestRow, write_manifest
-from .seg import build_seg
-from .sr import build_sr
-from .records import ImageRecord, Problem, StudyRecord
+from .records import ImageRecord, Problem, ProgressCallback, StudyRecord
 from .release import Release, read_release
 from .repair import (
-    RepairError,
     changed_attributes,
     chest_wall_on_left,
     lenient_reading,
@@ -48,6 +51,8 @@ from .repair import (
 
 REPORT = "report.json"
 STATE_DIR = ".state"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,8 @@ def convert_study(study: StudyRecord, out: Path, options: ConvertOptions) -> Stu
                                         write_dataset(seg, dest)))
     except Exception as exc:  # an encoder bug must not stop the other exams
         result.problems.append(Problem("error", "annotation-failed",
-                                       f"{type(exc).__name__}: {exc}", study_id=study.study_id))
+                                       f"{type(exc).__name__}: {exc}", study_id=study.study_id,
+                                       detail=traceback.format_exc()))
         return result
     _write_state(out, study.study_id, options, result)
     return result
@@ -241,11 +247,8 @@ def _write_state(out: Path, study_id: str, options: ConvertOptions, result: Stud
         "sizes": {row.path: (out / row.path).stat().st_size for row in result.rows},
         "problems": [asdict(p) for p in result.problems],
     }
-    path = _state_path(out, study_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(_state_path(out, study_id), json.dumps(state, indent=1, sort_keys=True),
+                 fsync=False)
 
 
 def completed(out: Path, study: StudyRecord, options: ConvertOptions) -> StudyResult | None:
@@ -286,37 +289,41 @@ def convert_release(
     workers: int | None = None,
     limit: int | None = None,
     options: ConvertOptions = ConvertOptions(),
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ConversionResult:
     """Convert the release at ``src`` into ``out``; see the module docstring.
 
-    ``limit`` converts only the first N exams (in CSV order). ``on_start`` receives the
-    number of images to do, ``on_progress`` the number of images done since its last call.
+    ``limit`` converts only the first N exams (in CSV order). ``progress(done, total)`` is
+    called with the number of images done so far. Raises
+    :class:`~converter.errors.ReleaseError` only when ``src`` is not a usable release; every
+    problem with single images or rows is in the result (and ``report.json``).
     """
     src, out = Path(src), Path(out)
     release = read_release(src)
     studies = release.studies[:limit] if limit else release.studies
     out.mkdir(parents=True, exist_ok=True)
     result = ConversionResult(out=out, problems=_problems_for(release, studies))
-    if on_start:
-        on_start(sum(len(s.images) for s in studies))
+    total, done = sum(len(s.images) for s in studies), 0
+    if progress:
+        progress(0, total)
 
     results: dict[str, StudyResult] = {}
     todo = []
     for study in studies:
-        done = completed(out, study, options)
-        if done is None:
+        earlier = completed(out, study, options)
+        if earlier is None:
             todo.append(study)
         else:
-            results[study.study_id] = done
-            if on_progress:
-                on_progress(done.images)
+            results[study.study_id] = earlier
+            done += earlier.images
+    if progress and done:
+        progress(done, total)
 
     for study_result in _run(todo, out, options, workers):
         results[study_result.study_id] = study_result
-        if on_progress:
-            on_progress(study_result.images)
+        done += study_result.images
+        if progress:
+            progress(done, total)
 
     rows: list[ManifestRow] = []
     for study in studies:
@@ -348,17 +355,18 @@ def _run(studies: list[StudyRecord], out: Path, options: ConvertOptions,
                 yield future.result()
             except Exception as exc:  # a crashed worker: report the exam, go on
                 study = futures[future]
+                log.exception("worker failed on exam %s", study.study_id)
                 yield StudyResult(study.study_id, images=len(study.images),
                                   failed_images=len(study.images),
                                   problems=[Problem("error", "worker-failed",
                                                     f"{type(exc).__name__}: {exc}",
-                                                    study_id=study.study_id)])
+                                                    study_id=study.study_id,
+                                                    detail=_traceback(exc))])
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _traceback(exc: BaseException) -> str:
+    """The full traceback, the worker's own included (ProcessPoolExecutor chains it)."""
+    return "".join(traceback.format_exception(exc))
 
 
 def write_report(out: Path, result: ConversionResult) -> Path:
@@ -378,6 +386,4 @@ def write_report(out: Path, result: ConversionResult) -> Path:
         },
         "problems": [asdict(p) for p in result.problems],
     }
-    path = out / REPORT
-    _atomic_text(path, json.dumps(report, indent=1) + "\n")
-    return path
+    return atomic_write(out / REPORT, json.dumps(report, indent=1) + "\n")

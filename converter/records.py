@@ -6,11 +6,15 @@ exporter rebuilds them from DICOM, so the round trip compares like with like.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 Severity = Literal["error", "warning", "info"]
+
+# The one progress convention of every long-running library function: ``progress(done, total)``.
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -107,3 +111,15 @@ class Problem:
     row: int | None = None  # CSV line number, header = 1
     study_id: str = ""
     image_id: str = ""
+    detail: str = ""  # e.g. the traceback of an unexpected failure (report.json only)
+
+    @property
+    def where(self) -> str:
+        """``file line N``, else the file, the study or the image the problem is about."""
+        if self.file:
+            return self.file + (f" line {self.row}" if self.row else "")
+        return self.study_id or self.image_id
+
+    def __str__(self) -> str:
+        where = self.where
+        return f"{where}: {self.message}" if where else self.message

@@ -7,16 +7,23 @@ File checksums are not computed here: the conversion workers verify them while s
 
 from __future__ import annotations
 
-import ast
 import csv
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .codes import FINDING_LABELS, LATERALITIES, NO_FINDING, SPLITS, VIEWS
+from .codes import LATERALITIES, NO_FINDING, SPLITS, VIEWS
+from .errors import ReleaseError
+from .naming import (
+    format_birads,
+    format_density,
+    is_hex_id,
+    parse_birads,
+    parse_categories,
+    parse_density,
+)
 from .records import Box, Finding, ImageRecord, Problem, StudyRecord
-from .uids import is_hex_id
 
 BREAST_CSV = "breast-level_annotations.csv"
 FINDING_CSV = "finding_annotations.csv"
@@ -41,13 +48,7 @@ METADATA_HEADER = (
     "Manufacturer's Model Name",
 )
 
-_BIRADS = re.compile(r"^BI-RADS ([0-6])$")
-_DENSITY = re.compile(r"^DENSITY ([A-D])$")
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) (.+)$")
-
-
-class ReleaseError(Exception):
-    """The folder is not a VinDr-Mammo release at all (missing or unreadable CSV)."""
 
 
 @dataclass
@@ -62,52 +63,6 @@ class Release:
     @property
     def images(self) -> list[ImageRecord]:
         return [image for study in self.studies for image in study.images]
-
-
-def parse_birads(text: str) -> int:
-    """``'BI-RADS 4'`` -> 4; raises ValueError otherwise."""
-    match = _BIRADS.match(text)
-    if not match:
-        raise ValueError(f"not a BI-RADS value: {text!r}")
-    return int(match.group(1))
-
-
-def format_birads(value: int | None) -> str:
-    """4 -> ``'BI-RADS 4'``; None -> ``''`` (the CSV's empty finding_birads)."""
-    return "" if value is None else f"BI-RADS {value}"
-
-
-def parse_density(text: str) -> str:
-    """``'DENSITY C'`` -> ``'C'``; raises ValueError otherwise."""
-    match = _DENSITY.match(text)
-    if not match:
-        raise ValueError(f"not a density value: {text!r}")
-    return match.group(1)
-
-
-def format_density(value: str) -> str:
-    return f"DENSITY {value}"
-
-
-def parse_categories(text: str) -> tuple[str, ...]:
-    """Parse the Python-list literal of finding_categories, keeping label order."""
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
-        raise ValueError(f"finding_categories is not a list literal: {text!r}") from exc
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"finding_categories is not a non-empty list of labels: {text!r}")
-    unknown = [v for v in value if v not in FINDING_LABELS and v != NO_FINDING]
-    if unknown:
-        raise ValueError(f"unknown finding label(s) {unknown} in {text!r}")
-    if NO_FINDING in value and len(value) > 1:
-        raise ValueError(f"'No Finding' combined with other labels: {text!r}")
-    return tuple(value)
-
-
-def format_categories(labels: tuple[str, ...]) -> str:
-    """Labels -> the release's list literal, e.g. ``['Nipple Retraction', 'Mass']``."""
-    return "[" + ", ".join(f"'{label}'" for label in labels) + "]"
 
 
 def read_csv_rows(path: Path, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
@@ -241,9 +196,37 @@ def read_release(root: Path) -> Release:
     root = Path(root)
     release = Release(root=root)
     problems = release.problems
+    images = _read_images(root, problems)
+    findings, finding_rows = _read_findings(root, images, problems)
+    release.checksums = _parse_sums(root / SUMS_FILE, problems)
+    metadata = _parse_metadata(root / METADATA_CSV, problems)
 
+    by_study: dict[str, list[ImageRecord]] = defaultdict(list)
+    for image_id, image in images.items():
+        _note_image(image, findings[image_id], finding_rows[image_id], root, release.checksums,
+                    problems)
+        by_study[image.study_id].append(replace(
+            image,
+            findings=tuple(findings[image_id]),
+            path=root / image.relpath,
+            sha256=release.checksums.get(image.relpath),
+            metadata=metadata.get(image_id, {}),
+        ))
+    for study_id, study_images in by_study.items():
+        splits = {image.split for image in study_images}
+        if len(splits) > 1:
+            problems.append(Problem("error", "mixed-split",
+                                    f"study has images in splits {sorted(splits)}",
+                                    file=BREAST_CSV, study_id=study_id))
+            continue
+        _note_study(study_id, study_images, problems)
+        release.studies.append(StudyRecord(study_id, splits.pop(), tuple(study_images)))
+    return release
+
+
+def _read_images(root: Path, problems: list[Problem]) -> dict[str, ImageRecord]:
+    """The images of breast-level_annotations.csv, in CSV order (bad rows reported)."""
     images: dict[str, ImageRecord] = {}
-    order: list[str] = []
     for line, row in read_csv_rows(root / BREAST_CSV, BREAST_HEADER):
         try:
             image = _parse_breast_row(line, row)
@@ -258,8 +241,13 @@ def read_release(root: Path) -> Release:
                                     row=line, image_id=image.image_id))
             continue
         images[image.image_id] = image
-        order.append(image.image_id)
+    return images
 
+
+def _read_findings(
+    root: Path, images: dict[str, ImageRecord], problems: list[Problem]
+) -> tuple[dict[str, list[Finding]], dict[str, int]]:
+    """Box rows per image id, and the number of rows (boxes and No Finding) per image id."""
     findings: dict[str, list[Finding]] = defaultdict(list)
     finding_rows: dict[str, int] = defaultdict(int)
     for line, row in read_csv_rows(root / FINDING_CSV, FINDING_HEADER):
@@ -286,50 +274,28 @@ def read_release(root: Path) -> Release:
         if finding is not None:
             findings[image_id].append(finding)
             _note_finding(finding, image, problems)
+    return findings, finding_rows
 
-    release.checksums = _parse_sums(root / SUMS_FILE, problems)
-    metadata = _parse_metadata(root / METADATA_CSV, problems)
 
-    by_study: dict[str, list[ImageRecord]] = defaultdict(list)
-    for image_id in order:
-        image = images[image_id]
-        if finding_rows[image_id] == 0:
-            problems.append(Problem("warning", "no-finding-row",
-                                    f"image has no row in {FINDING_CSV}", file=BREAST_CSV,
-                                    row=image.row, study_id=image.study_id, image_id=image_id))
-        elif findings[image_id] and finding_rows[image_id] > len(findings[image_id]):
-            problems.append(Problem("warning", "mixed-finding-rows",
-                                    f"image has box rows and a 'No Finding' row in "
-                                    f"{FINDING_CSV}", file=BREAST_CSV, row=image.row,
-                                    study_id=image.study_id, image_id=image_id))
-        path = root / image.relpath
-        if not path.is_file():
-            problems.append(Problem("error", "missing-file", "image file not found",
-                                    file=image.relpath, row=image.row,
-                                    study_id=image.study_id, image_id=image_id))
-        elif release.checksums and image.relpath not in release.checksums:
-            problems.append(Problem("warning", "unlisted-file",
-                                    f"image file not listed in {SUMS_FILE}",
-                                    file=image.relpath, study_id=image.study_id,
-                                    image_id=image_id))
-        by_study[image.study_id].append(replace(
-            image,
-            findings=tuple(findings[image_id]),
-            path=path,
-            sha256=release.checksums.get(image.relpath),
-            metadata=metadata.get(image_id, {}),
-        ))
-
-    for study_id, study_images in by_study.items():
-        splits = {image.split for image in study_images}
-        if len(splits) > 1:
-            problems.append(Problem("error", "mixed-split",
-                                    f"study has images in splits {sorted(splits)}",
-                                    file=BREAST_CSV, study_id=study_id))
-            continue
-        _note_study(study_id, study_images, problems)
-        release.studies.append(StudyRecord(study_id, splits.pop(), tuple(study_images)))
-    return release
+def _note_image(image: ImageRecord, findings: list[Finding], rows: int, root: Path,
+                checksums: dict[str, str], problems: list[Problem]) -> None:
+    """What is odd about one image: its finding rows, its file, its checksum entry."""
+    where = {"study_id": image.study_id, "image_id": image.image_id}
+    if rows == 0:
+        problems.append(Problem("warning", "no-finding-row",
+                                f"image has no row in {FINDING_CSV}", file=BREAST_CSV,
+                                row=image.row, **where))
+    elif findings and rows > len(findings):
+        problems.append(Problem("warning", "mixed-finding-rows",
+                                f"image has box rows and a 'No Finding' row in "
+                                f"{FINDING_CSV}", file=BREAST_CSV, row=image.row, **where))
+    if not (root / image.relpath).is_file():
+        problems.append(Problem("error", "missing-file", "image file not found",
+                                file=image.relpath, row=image.row, **where))
+    elif checksums and image.relpath not in checksums:
+        problems.append(Problem("warning", "unlisted-file",
+                                f"image file not listed in {SUMS_FILE}",
+                                file=image.relpath, **where))
 
 
 def _note_finding(finding: Finding, image: ImageRecord, problems: list[Problem]) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import hashlib
 import io
-import os
 import struct
 import warnings
 from collections.abc import Iterator
@@ -26,7 +25,9 @@ from pydicom.sequence import Sequence
 
 from . import __version__, codes
 from .records import ImageRecord
-from .uids import hex_to_uid
+from .errors import RepairError
+from .fileio import atomic_write, atomic_writer
+from .naming import hex_to_uid, patient_id, patient_name, study_description
 
 PIXEL_DATA_TAG = 0x7FE00010
 CHUNK = 1 << 20
@@ -42,10 +43,6 @@ _DROPPED = (
     "Laterality",  # series-level laterality is not allowed beside ImageLaterality (N7)
     *_MAPPED_UIDS,
 )
-
-
-class RepairError(Exception):
-    """An image that cannot be converted; the message names what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +61,14 @@ class SourceImage:
 
 @contextlib.contextmanager
 def lenient_reading() -> Iterator[None]:
-    """Read VinDr headers without pydicom's warnings about hex digests in UI fields."""
-    old = pydicom_config.settings.reading_validation_mode
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        pydicom_config.settings.reading_validation_mode = old
+    """Read VinDr headers without pydicom's warnings about hex digests in UI fields.
+
+    pydicom's own switch (:func:`pydicom.config.disable_value_validation`); the values that
+    break the standard are replaced by the repair and every output is checked by dciodvfy.
+    """
+    with pydicom_config.disable_value_validation(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def read_source(path: Path) -> SourceImage:
@@ -167,18 +163,9 @@ def _code_item(code: codes.Code) -> Dataset:
     return item
 
 
-def patient_id(study_id: str) -> str:
-    """One patient per exam: the data set links no two exams to one person."""
-    return f"{codes.PATIENT_ID_PREFIX}{study_id}"
-
-
-def study_description(split: str) -> str:
-    return f"{codes.STUDY_DESCRIPTION_PREFIX}{split}"
-
-
 def set_patient_and_study(ds: Dataset, study_id: str, split: str) -> None:
     """Patient and study attributes shared by every object of an exam (MG, SR, SEG)."""
-    ds.PatientName = f"VINDR^{study_id}"
+    ds.PatientName = patient_name(study_id)
     ds.PatientID = patient_id(study_id)
     ds.IssuerOfPatientID = codes.DATASET_NAME
     ds.PatientBirthDate = ""
@@ -285,7 +272,7 @@ def modifying_equipment(record: ImageRecord) -> Dataset:
 def changed_attributes(source: Dataset, repaired: Dataset) -> list[tuple[str, str]]:
     """Source values the repair removed or replaced, as (keyword, description).
 
-    The UIDs are left out (mapped invertibly, see :mod:`converter.uids`), and so are empty
+    The UIDs are left out (mapped invertibly, see :mod:`converter.naming`), and so are empty
     values; everything else the release published and the output no longer says is listed,
     so the pipeline can report it.
     """
@@ -365,48 +352,31 @@ def write_image(
     element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, source.pixel_length)
     out_hash = hashlib.sha256(head + element)
     src_hash = hashlib.sha256()
-    tmp = dest.with_name(f".{dest.name}.partial")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with path.open("rb") as src, tmp.open("wb") as out:
-            out.write(head)
-            out.write(element)
-            position = 0
-            start, end = source.pixel_value_offset, source.pixel_value_offset + source.pixel_length
-            while chunk := src.read(CHUNK):
-                src_hash.update(chunk)
-                lo, hi = max(start - position, 0), min(end - position, len(chunk))
-                if lo < hi:
-                    piece = chunk[lo:hi]
-                    out.write(piece)
-                    out_hash.update(piece)
-                position += len(chunk)
-            if position < end:
-                raise RepairError(f"truncated: file ended at byte {position}, pixel data "
-                                  f"runs to byte {end}")
-            if expected_sha256 and src_hash.hexdigest() != expected_sha256:
-                raise RepairError(f"checksum mismatch: SHA-256 {src_hash.hexdigest()}, "
-                                  f"SHA256SUMS.txt says {expected_sha256} (incomplete or "
-                                  "corrupted download?)")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with path.open("rb") as src, atomic_writer(dest) as out:
+        out.write(head)
+        out.write(element)
+        position = 0
+        start, end = source.pixel_value_offset, source.pixel_value_offset + source.pixel_length
+        while chunk := src.read(CHUNK):
+            src_hash.update(chunk)
+            lo, hi = max(start - position, 0), min(end - position, len(chunk))
+            if lo < hi:
+                piece = chunk[lo:hi]
+                out.write(piece)
+                out_hash.update(piece)
+            position += len(chunk)
+        if position < end:
+            raise RepairError(f"truncated: file ended at byte {position}, pixel data "
+                              f"runs to byte {end}")
+        if expected_sha256 and src_hash.hexdigest() != expected_sha256:
+            raise RepairError(f"checksum mismatch: SHA-256 {src_hash.hexdigest()}, "
+                              f"SHA256SUMS.txt says {expected_sha256} (incomplete or "
+                              "corrupted download?)")
     return Written(out_hash.hexdigest(), src_hash.hexdigest())
 
 
 def write_dataset(ds: Dataset, dest: Path) -> str:
     """Write a whole data set (SR, SEG) atomically; returns the file's SHA-256."""
     data = dataset_bytes(ds)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    try:
-        with tmp.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(dest, data)
     return hashlib.sha256(data).hexdigest()

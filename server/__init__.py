@@ -4,34 +4,45 @@ Modules follow the data flow: :mod:`server.settings` (one settings object -> Ort
 configuration), :mod:`server.userconfig` (per-user credentials file),
 :mod:`server.native` / :mod:`server.docker` (the two engines), :mod:`server.engine`
 (start/stop on either), :mod:`server.client` (REST client), :mod:`server.load` (send +
-check the objects of the converter's manifest, :mod:`converter.manifest`),
-:mod:`server.verify` (fetch over DICOMweb + compare), :mod:`server.demo` (the whole chain)
-and :mod:`server.commands` (CLI).
+check the objects of the converter's manifest, :mod:`converter.manifest`) and
+:mod:`server.verify` (fetch over DICOMweb + compare). It uses the converter library; the
+converter never uses it.
+
+The public names below are loaded on first use, so importing one module (the command
+line's option defaults from :mod:`server.settings`, say) does not load the HTTP and DICOM
+client libraries.
 """
 
-from .client import Connection, OrthancClient, OrthancError, SystemInfo, dicomweb_client
-from .errors import ServerError
-from .load import LoadError, LoadResult, load
-from .settings import Credentials, Modality, ServerSettings, orthanc_config
-from .verify import StudyObjects, VerifyResult, fetch_studies, fetch_study, verify
+from __future__ import annotations
 
-__all__ = [
-    "Connection",
-    "Credentials",
-    "LoadError",
-    "LoadResult",
-    "Modality",
-    "OrthancClient",
-    "OrthancError",
-    "ServerError",
-    "ServerSettings",
-    "StudyObjects",
-    "SystemInfo",
-    "VerifyResult",
-    "dicomweb_client",
-    "fetch_study",
-    "fetch_studies",
-    "load",
-    "orthanc_config",
-    "verify",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Connection": "client",
+    "OrthancClient": "client",
+    "OrthancError": "client",
+    "SystemInfo": "client",
+    "dicomweb_client": "client",
+    "ServerError": "errors",
+    "LoadError": "load",
+    "LoadResult": "load",
+    "Credentials": "settings",
+    "Modality": "settings",
+    "ServerSettings": "settings",
+    "orthanc_config": "settings",
+    "StudyObjects": "verify",
+    "VerifyResult": "verify",
+    "fetch_studies": "verify",
+    "fetch_study": "verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'server' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+__all__ = sorted(_EXPORTS)

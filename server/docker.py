@@ -17,13 +17,15 @@ the host's modes and the postgres image reads its password as its own user.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
 
 from .errors import ServerError
 from .settings import ServerSettings, orthanc_config
@@ -31,7 +33,9 @@ from .settings import ServerSettings, orthanc_config
 ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
 ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE
 POSTGRES_IMAGE = "postgres:16.6"
-COMPOSE_TEMPLATE = Path(__file__).resolve().parents[1] / "docker" / "docker-compose.yml"
+# docker/docker-compose.yml of the repository, shipped inside the package (a symbolic link
+# in the source tree, a copy in a wheel), so that an installed package finds it too.
+COMPOSE_TEMPLATE = Path(str(resources.files("server") / "resources" / "docker-compose.yml"))
 CONTAINER_HTTP_PORT = 8042  # fixed inside the container; the compose file maps them
 CONTAINER_DICOM_PORT = 4242
 INSTALL_HINT = "install Docker Engine with the compose plugin (docker compose version must work)"
@@ -114,14 +118,6 @@ def env_file_text(settings: ServerSettings) -> str:
     )
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, mode)
-
-
 def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> DockerProject:
     """Write the compose project for ``settings`` into ``settings.data_dir``.
 
@@ -134,10 +130,9 @@ def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> Dock
         When the compose template is missing (an installed package without the repo).
     """
     if not template.is_file():
-        raise ServerError(f"{template} missing: run from a checkout of vindr-dicom")
+        raise ServerError(f"{template} missing: the vindr-dicom installation is incomplete")
     project = DockerProject(settings.data_dir)
-    project.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(project.root, 0o700)
+    private_dir(project.root)
     for folder in ("storage", "postgres"):
         (project.root / folder).mkdir(exist_ok=True)
     shutil.copyfile(template, project.compose_file)
@@ -145,9 +140,10 @@ def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> Dock
         password = project.postgres_secret.read_text().strip()
     else:
         password = secrets.token_urlsafe(24)
-        _write(project.postgres_secret, password + "\n", 0o644)
-    _write(project.orthanc_secret, json.dumps(docker_config(settings, password), indent=2), 0o644)
-    _write(project.env_file, env_file_text(settings), 0o600)
+        atomic_write(project.postgres_secret, password + "\n", mode=0o644)
+    atomic_write(project.orthanc_secret, json.dumps(docker_config(settings, password), indent=2),
+                 mode=0o644)
+    atomic_write(project.env_file, env_file_text(settings), mode=PRIVATE_FILE)
     return project
 
 

@@ -27,16 +27,17 @@ import pydicom
 import requests
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
+
+from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
+from converter.records import ProgressCallback
 
 from .client import Connection, OrthancClient, OrthancError, dicomweb_client
 from .errors import ServerError
-from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
 from .settings import DEFAULT_LOADER_AET
 
 Method = Literal["rest", "stow", "cstore"]
 METHODS: tuple[str, ...] = ("rest", "stow", "cstore")
-ProgressCallback = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` from the calling thread after each object."""
 
 STORED, ALREADY = "stored", "already"
 CSTORE_TRANSFER_SYNTAXES = (
@@ -170,7 +171,7 @@ class CStoreSender:
         except (ValueError, RuntimeError) as exc:
             raise ServerError(f"C-STORE: {exc}") from exc
         code = int(getattr(status, "Status", -1))
-        if code == 0x0000 or code in (0xB000, 0xB006, 0xB007):  # success or warning
+        if code >= 0 and code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING):
             return STORED
         self.close()
         raise ServerError(
@@ -288,17 +289,37 @@ def load(
     out_dir = Path(out_dir)
     entries = read_manifest(out_dir)
     result = LoadResult(total=len(entries))
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, result.total)
-
+    tick = _Ticker(result.total, progress)
     client = OrthancClient.connect(connection)
     studies = {e.study_uid for e in entries}
-    present = client.sop_instance_uids(studies)
+    todo = _to_send(entries, out_dir, client.sop_instance_uids(studies), result, tick)
+    if todo:
+        make_sender = _sender_factory(method, connection, client, todo, calling_aet)
+        failures = _send_with_retries(todo, out_dir, make_sender, workers, retries, retry_delay,
+                                      result, tick)
+        by_uid = {e.sop_instance_uid: e for e in entries}
+        for uid, exc in failures.items():
+            result.failed += 1
+            result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, f"not stored: {exc}"))
+    _check_present(entries, out_dir, client, studies, result)
+    return result
+
+
+class _Ticker:
+    """Counts handled objects and reports ``progress(done, total)``."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self.total, self.done, self.progress = total, 0, progress
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _to_send(entries: list[ManifestRow], out_dir: Path, present: set[str], result: LoadResult,
+             tick: Callable[[], None]) -> list[ManifestRow]:
+    """The entries to send: not in the PACS yet, and with their file on disk."""
     todo: list[ManifestRow] = []
     for entry in entries:
         if entry.sop_instance_uid in present:
@@ -312,16 +333,23 @@ def load(
             tick()
         else:
             todo.append(entry)
+    return todo
 
-    make_sender = _sender_factory(method, connection, client, todo, calling_aet) if todo else None
+
+def _send_with_retries(
+    todo: list[ManifestRow], out_dir: Path, make_sender: Callable[[], Sender], workers: int,
+    retries: int, retry_delay: float, result: LoadResult, tick: Callable[[], None],
+) -> dict[str, Exception]:
+    """Send ``todo``, then re-send the failures ``retries`` times; the last error of each
+    object still not stored."""
     last_error: dict[str, Exception] = {}
     for attempt in range(1 + max(0, retries)):
-        if not todo or make_sender is None:
+        if not todo:
             break
         if attempt:
             time.sleep(retry_delay)
-        first = attempt == 0
-        outcomes = _send_round(todo, out_dir, make_sender, workers, tick if first else lambda: None)
+        outcomes = _send_round(todo, out_dir, make_sender, workers,
+                               tick if attempt == 0 else lambda: None)
         retry: list[ManifestRow] = []
         for entry in todo:
             outcome = outcomes[entry.sop_instance_uid]
@@ -335,12 +363,12 @@ def load(
                 else:
                     result.sent += 1
         todo = retry
+    return last_error
 
-    by_uid = {e.sop_instance_uid: e for e in entries}
-    for uid, exc in last_error.items():
-        result.failed += 1
-        result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, f"not stored: {exc}"))
 
+def _check_present(entries: list[ManifestRow], out_dir: Path, client: OrthancClient,
+                   studies: set[str], result: LoadResult) -> None:
+    """Look every manifest object up in the PACS; count and explain what is missing."""
     try:
         present = client.sop_instance_uids(studies)
     except OrthancError as exc:  # nothing can be confirmed
@@ -348,17 +376,11 @@ def load(
         result.errors.append(
             LoadError(out_dir / MANIFEST_NAME, "", f"could not check the PACS afterwards: {exc}")
         )
-        return result
+        return
     reported = {e.sop_instance_uid for e in result.errors}
     for entry in entries:
         if entry.sop_instance_uid not in present:
             result.missing += 1
             if entry.sop_instance_uid not in reported:
-                result.errors.append(
-                    LoadError(
-                        entry.file(out_dir),
-                        entry.sop_instance_uid,
-                        "sent, but not found in the PACS afterwards",
-                    )
-                )
-    return result
+                result.errors.append(LoadError(entry.file(out_dir), entry.sop_instance_uid,
+                                               "sent, but not found in the PACS afterwards"))

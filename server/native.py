@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from converter.fileio import PRIVATE_FILE, atomic_write
+
 from .client import Connection, OrthancClient, OrthancError, SystemInfo
 from .errors import ServerError
 from .settings import ServerSettings, orthanc_config
@@ -125,11 +127,8 @@ def write_config(settings: ServerSettings, version: str, plugins: Sequence[Path]
     layout = Layout(settings.data_dir)
     for folder in (layout.root, layout.storage, layout.tmp, layout.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(native_config(settings, version, plugins), f, indent=2)
-    os.chmod(layout.config, 0o600)
-    return layout.config
+    text = json.dumps(native_config(settings, version, plugins), indent=2)
+    return atomic_write(layout.config, text, mode=PRIVATE_FILE)
 
 
 def port_in_use(port: int) -> bool:

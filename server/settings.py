@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import SettingsError
+
 Engine = Literal["native", "docker"]
 ENGINES: tuple[str, ...] = ("native", "docker")
 
@@ -51,14 +53,14 @@ def check_aet(aet: str, what: str = "AE title") -> str:
         Naming ``what`` and the bad value.
     """
     if not _AET.match(aet):
-        raise ValueError(f"{what} {aet!r}: use 1 to 16 characters among A-Z a-z 0-9 . _ -")
+        raise SettingsError(f"{what} {aet!r}: use 1 to 16 characters among A-Z a-z 0-9 . _ -")
     return aet
 
 
 def check_port(port: int, what: str = "port") -> int:
     """Return ``port`` if it is a TCP port number (1..65535); raises ValueError otherwise."""
     if not 0 < int(port) < 65536:
-        raise ValueError(f"{what} {port!r}: must be between 1 and 65535")
+        raise SettingsError(f"{what} {port!r}: must be between 1 and 65535")
     return int(port)
 
 
@@ -95,7 +97,7 @@ class Modality:
         check_aet(self.aet, "modality AE title")
         check_port(self.port, f"port of modality {self.aet}")
         if not self.host:
-            raise ValueError(f"modality {self.aet}: empty host")
+            raise SettingsError(f"modality {self.aet}: empty host")
 
     @classmethod
     def parse(cls, text: str) -> Modality:
@@ -109,7 +111,7 @@ class Modality:
         aet, at, rest = text.partition("@")
         host, colon, port = rest.rpartition(":")
         if not (at and colon and aet and host and port.isdigit()):
-            raise ValueError(f"modality {text!r}: expected AET@HOST:PORT, e.g. VIEWER@10.0.0.5:104")
+            raise SettingsError(f"modality {text!r}: expected AET@HOST:PORT, e.g. VIEWER@10.0.0.5:104")
         return cls(aet=aet, host=host.strip("[]"), port=int(port))
 
     def __str__(self) -> str:
@@ -140,9 +142,9 @@ class Credentials:
 
     def __post_init__(self) -> None:
         if not self.username or ":" in self.username:
-            raise ValueError(f"username {self.username!r}: must be non-empty, without ':'")
+            raise SettingsError(f"username {self.username!r}: must be non-empty, without ':'")
         if not self.password:
-            raise ValueError("password must not be empty")
+            raise SettingsError("password must not be empty")
 
     @classmethod
     def generate(cls, username: str = DEFAULT_USERNAME) -> Credentials:
@@ -199,16 +201,16 @@ class ServerSettings:
         check_port(self.http_port, "HTTP port")
         check_port(self.dicom_port, "DICOM port")
         if self.http_port == self.dicom_port:
-            raise ValueError(f"HTTP and DICOM ports must differ (both {self.http_port})")
+            raise SettingsError(f"HTTP and DICOM ports must differ (both {self.http_port})")
         check_aet(self.aet, "server AE title")
         if self.loader_aet:
             check_aet(self.loader_aet, "loader AE title")
         if self.engine not in ENGINES:
-            raise ValueError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+            raise SettingsError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
         seen = {self.aet.upper()}
         for aet in [m.aet for m in self.all_modalities()]:
             if aet.upper() in seen:
-                raise ValueError(f"AE title {aet} is used twice (server, loader and modalities)")
+                raise SettingsError(f"AE title {aet} is used twice (server, loader and modalities)")
             seen.add(aet.upper())
 
     @property

@@ -24,6 +24,8 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from converter.fileio import PRIVATE_FILE, atomic_write
+
 from .client import Connection
 from .errors import ServerError
 from .settings import DEFAULT_USERNAME, Credentials
@@ -94,14 +96,8 @@ def save_user_config(config: UserConfig, path: Path | None = None) -> Path:
     """Write the per-user file atomically with mode 600 (its folder 700)."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"version": FORMAT_VERSION, **asdict(config)}, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return path
+    text = json.dumps({"version": FORMAT_VERSION, **asdict(config)}, indent=2) + "\n"
+    return atomic_write(path, text, mode=PRIVATE_FILE)
 
 
 def ensure_credentials(path: Path | None = None) -> Credentials:

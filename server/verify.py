@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +26,18 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from converter.export import (
-    ExportError,
-    check_sr_seg,
-    compare_with_release,
-    rows_from_datasets,
-)
+from converter.annotations import check_sr_seg
+from converter.errors import ExportError
+from converter.export import compare_with_release, rows_from_datasets
 from converter.manifest import KINDS, ManifestRow, read_manifest
-from converter.records import Problem
-from converter.repair import patient_id as exam_patient_id
+from converter.naming import patient_id as exam_patient_id
+from converter.records import Problem, ProgressCallback
 
 from .client import Connection, dicomweb_client
 from .errors import ServerError
+
+RETRY_ATTEMPTS = 4
+RETRIABLE_STATUS = (429, 502, 503, 504)
 
 INSTANCE_FIELDS = ("PatientID", "Modality", "SOPClassUID", "SeriesInstanceUID")
 
@@ -166,6 +166,10 @@ def fetch_studies(
     def fetch(uid: str) -> StudyObjects:
         if not hasattr(local, "client"):
             local.client = dicomweb_client(connection)
+            # dicomweb-client's own retries: a busy PACS (503, 429) or a proxy hiccup
+            local.client.set_http_retry_params(
+                retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250,
+                retriable_error_codes=RETRIABLE_STATUS)
         try:
             return fetch_study(local.client, uid)
         except requests.RequestException as exc:
@@ -271,7 +275,7 @@ def compare_annotations(
     """Rebuild the annotation CSV rows from what the PACS serves and compare with ``src``.
 
     Each study's SR and SEGs as served are first checked against each other
-    (:func:`converter.export.check_sr_seg`: read back with highdicom, every SR box equal to
+    (:func:`converter.annotations.check_sr_seg`: read back with highdicom, every SR box equal to
     its SEG mask, codes in their context groups).
     Each study's MG headers and SR go through the converter's export
     (:func:`converter.export.rows_from_datasets`) as they stream past; the rows of all
@@ -290,7 +294,7 @@ def compare_annotations(
         try:
             rows = rows_from_datasets(study.mg_headers, study.sr)
         except ExportError as exc:
-            problems.append(_problem("pacs-annotations", study_id, str(exc)))
+            problems += [_problem("pacs-annotations", study_id, text) for text in exc.problems]
             continue
         breast += rows[0]
         finding += rows[1]
@@ -303,7 +307,7 @@ def verify(
     connection: Connection,
     *,
     workers: int = 2,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> VerifyResult:
     """Check every study of ``out``'s manifest as served by the PACS at ``connection``.
 

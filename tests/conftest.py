@@ -1,17 +1,41 @@
-"""Shared fixtures: one synthetic release and its conversion, made once per test session."""
+"""Shared fixtures: one synthetic release and its conversion (and one validation of it),
+made once per test session.
+
+Tests that use the whole 50-exam conversion, or that run an external validator or server,
+are marked ``slow`` here (by the fixtures they use) or in their module; ``make test-quick``
+leaves them out.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from converter.manifest import read_manifest
 from converter.pipeline import ConversionResult, convert_release
 from converter.synth import SynthSummary, generate_release
+from converter.validate import DciodvfyResult, check_object
+from mgfixture import SMALL_STUDIES
 
 STUDIES = 50
 SCALE = 16.0
+
+# Fixtures that make a test slow (a whole conversion, an external validator).
+SLOW_FIXTURES = {"converted_release", "validated_release", "release_copy"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test using a slow fixture, and every integration test."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES or "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +53,28 @@ def converted_release(release, tmp_path_factory) -> tuple[Path, ConversionResult
     out = tmp_path_factory.mktemp("converted") / "out"
     result = convert_release(root, out, workers=2)
     return out, result
+
+
+@pytest.fixture(scope="session")
+def small_converted(release, tmp_path_factory) -> tuple[Path, ConversionResult]:
+    """The first :data:`SMALL_STUDIES` exams of the release, converted (quick)."""
+    root, _ = release
+    out = tmp_path_factory.mktemp("small") / "out"
+    result = convert_release(root, out, workers=1, limit=SMALL_STUDIES)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def validated_release(converted_release) -> dict[str, tuple[DciodvfyResult, list[str]]]:
+    """dciodvfy and the object checks of ``converter.validate`` on every object, run once.
+
+    Keyed by manifest path; each value is (dciodvfy result, project check failures).
+    """
+    out, _ = converted_release
+    rows = read_manifest(out)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(lambda row: check_object(out, row), rows))
+    return {row.path: result for row, result in zip(rows, results)}
 
 
 @pytest.fixture()

@@ -212,6 +212,8 @@ JAVA_XPATH_UNLIMITED = (
 
 # dciodvfy warnings that follow from the release itself: it has no study date or time, and
 # CC/MLO (what mammography systems put in ViewPosition) are not among the DX defined terms.
+SMALL_STUDIES = 3  # exams in the session's small conversion (tests/conftest.py)
+
 DICOMDIR_WARNINGS = (
     "</StudyDate(0008,0020)> - Missing attribute or value that would be needed to build DICOMDIR",
     "</StudyTime(0008,0030)> - Missing attribute or value that would be needed to build DICOMDIR",

@@ -11,17 +11,17 @@ import time
 from pathlib import Path
 
 import pydicom
-import pytest
 from typer.testing import CliRunner
 
 from converter import codes
-from converter.cli import app
+from vindr_convert.app import app
 from converter.manifest import read_manifest
 from converter.pipeline import convert_release
 from converter.release import read_release
 from converter.repair import lenient_reading
-from converter.uids import uid_to_hex
-from mgfixture import DICOMDIR_WARNINGS, VIEW_POSITION_WARNINGS, dciodvfy
+from converter.naming import uid_to_hex
+
+from mgfixture import DICOMDIR_WARNINGS, SMALL_STUDIES, VIEW_POSITION_WARNINGS
 
 def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes()
@@ -42,15 +42,17 @@ def test_every_input_converted(release, converted_release):
     assert len(read_manifest(out)) == sum(result.objects.values())
 
 
-def test_dciodvfy_reports_no_error_on_any_object(converted_release):
+def test_dciodvfy_reports_no_error_on_any_object(converted_release, validated_release):
     out, _ = converted_release
     rows = read_manifest(out)
     assert {row.kind for row in rows} == {"MG", "SR", "SEG"}
+    assert set(validated_release) == {row.path for row in rows}
     for row in rows:
-        errors, warnings = dciodvfy(out / row.path)
-        assert errors == [], (row.path, errors)
+        result, checks = validated_release[row.path]
+        assert result.errors == [], (row.path, result.errors)
         accepted = DICOMDIR_WARNINGS + (VIEW_POSITION_WARNINGS if row.kind == "MG" else ())
-        assert set(warnings) <= set(accepted), (row.path, warnings)
+        assert set(result.warnings) <= set(accepted), (row.path, result.warnings)
+        assert checks == [], (row.path, checks)
 
 
 def test_all_vendor_profiles_and_both_vrs_were_converted(release, converted_release):
@@ -182,7 +184,7 @@ def test_interrupted_run_resumes(release, converted_release, tmp_path):
     clean, _ = converted_release
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from converter.cli import main; main()", "convert", str(root),
+        [sys.executable, "-c", "from vindr_convert.app import main; main()", "convert", str(root),
          str(out), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -207,9 +209,9 @@ def test_interrupted_run_resumes(release, converted_release, tmp_path):
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
 
 
-def test_cli_validate_and_export(release, converted_release, tmp_path):
+def test_cli_validate_and_export(release, small_converted, tmp_path):
     root, _ = release
-    out, _ = converted_release
+    out, _ = small_converted
     runner = CliRunner()
     validated = runner.invoke(app, ["validate", str(out)])
     assert validated.exit_code == 0, validated.output
@@ -220,11 +222,10 @@ def test_cli_validate_and_export(release, converted_release, tmp_path):
     assert "identical to the source" in exported.output
 
 
-@pytest.mark.parametrize("limit", [3])
-def test_limit_converts_first_exams(release, tmp_path, limit):
-    root, _ = release
-    result = convert_release(root, tmp_path / "out", workers=1, limit=limit)
-    assert result.ok and result.studies == limit and result.objects["SR"] == limit
+def test_limit_converts_first_exams(small_converted):
+    _, result = small_converted
+    assert result.ok and result.studies == SMALL_STUDIES
+    assert result.objects["SR"] == SMALL_STUDIES and result.objects["MG"] == 4 * SMALL_STUDIES
 
 
 def test_changed_source_values_are_reported(release, release_copy, tmp_path):

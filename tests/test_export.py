@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pydicom
 import pytest
-from mgfixture import dciodvfy, hexid, mg_header
+from mgfixture import hexid, mg_header
 
+from converter.errors import ExportError
 from converter.export import (
-    ExportError,
     compare_with_release,
     csv_text,
     export_folder,
@@ -18,8 +17,8 @@ from converter.export import (
     write_csvs,
 )
 from converter.release import BREAST_CSV, BREAST_HEADER, FINDING_CSV, FINDING_HEADER, read_release
-from converter.seg import build_seg
-from converter.sr import build_sr
+from converter.annotations.seg import build_seg
+from converter.annotations.sr import build_sr
 
 A, B = hexid("export", "A"), hexid("export", "B")
 SA1, SA2, SB = hexid("export", "A", "s1"), hexid("export", "A", "s2"), hexid("export", "B", "s")
@@ -209,8 +208,9 @@ def test_synthetic_release_round_trip(synthetic, tmp_path):
     assert sorted((tmp_path / FINDING_CSV).read_text().splitlines()) == source_lines
 
 
-def test_synthetic_release_objects_are_valid(synthetic):
-    from converter.export import check_sr_seg
+def test_synthetic_release_objects_are_valid(synthetic, validated_release):
+    """SR and SEG agree per exam (dciodvfy on them: test_convert, through validated_release)."""
+    from converter.annotations import check_sr_seg
 
     _, out, _ = synthetic
     files = 0
@@ -221,7 +221,7 @@ def test_synthetic_release_objects_are_valid(synthetic):
         segs = sorted((out / "seg" / study_id).glob("*.dcm"))
         assert check_sr_seg(sr_path, segs, images) == []
         for path in [sr_path, *segs]:
-            errors, _ = dciodvfy(path)
-            assert errors == [], (path, errors)
+            result, checks = validated_release[path.relative_to(out).as_posix()]
+            assert result.errors == [] and checks == [], (path, result.errors, checks)
             files += 1
     assert files > 20

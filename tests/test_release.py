@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from converter.release import (
-    BREAST_CSV,
-    FINDING_CSV,
-    ReleaseError,
-    format_categories,
-    parse_birads,
-    parse_categories,
-    parse_density,
-    read_release,
-)
+from converter.errors import ReleaseError
+from converter.naming import format_categories, parse_birads, parse_categories, parse_density
+from converter.release import BREAST_CSV, FINDING_CSV, read_release
 
 
 def _rows(path: Path) -> list[list[str]]:

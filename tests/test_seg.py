@@ -20,11 +20,12 @@ from mgfixture import (
 )
 
 from converter import codes
-from converter.export import check_sr_seg
-from converter.masks import box_mask, box_to_polyline, polyline_to_box, scoord_box
+from converter.annotations.checks import check_sr_seg
+from converter.annotations.masks import box_mask, box_to_polyline, polyline_to_box, scoord_box
 from converter.records import Box
-from converter.seg import build_seg, seg_instance_number, seg_uids, segment_label
-from converter.sr import build_sr, finding_tracking_uid, format_finding_identifier
+from converter.annotations.seg import build_seg, seg_instance_number, seg_uids, segment_label
+from converter.annotations.sr import build_sr
+from converter.naming import finding_tracking_uid, format_finding_identifier
 
 
 def _bytes(ds: pydicom.Dataset) -> bytes:
@@ -138,7 +139,7 @@ def test_seg_read_back(rich, tmp_path):
         assert pixels.shape == (1, header.Rows, header.Columns, len(image.findings))
         for index, item in enumerate(image.findings):
             desc = back.get_segment_description(index + 1)
-            assert desc.tracking_uid == finding_tracking_uid(image, index)
+            assert desc.tracking_uid == finding_tracking_uid(image.study_id, image.image_id, index)
             assert desc.tracking_id == format_finding_identifier(item.categories, item.box)
             assert _key(desc.segmented_property_type) == _key(
                 codes.FINDING_CODES[item.categories[0]]

@@ -21,18 +21,17 @@ from mgfixture import (
 )
 
 from converter import codes
-from converter.export import read_sr
-from converter.masks import scoord_box
-from converter.records import Box
-from converter.sr import (
+from converter.annotations.masks import scoord_box
+from converter.annotations.sr import build_sr, read_sr
+from converter.naming import (
     breast_tracking,
-    build_sr,
     finding_tracking_uid,
     format_finding_identifier,
+    is_valid_uid,
     parse_finding_identifier,
     sr_uids,
 )
-from converter.uids import is_valid_uid
+from converter.records import Box
 
 
 def _key(code) -> tuple[str, str]:
@@ -138,7 +137,7 @@ def test_findings_read_back(rich, rich_file):
     assert len(groups) == len(expected) == 14
     headers = {ds.SOPInstanceUID: ds for ds in images}
     for group, (image, index, item) in zip(groups, expected):
-        assert group.tracking_uid == finding_tracking_uid(image, index)
+        assert group.tracking_uid == finding_tracking_uid(image.study_id, image.image_id, index)
         parsed = parse_finding_identifier(group.tracking_identifier)
         assert parsed.labels == item.categories
         assert parsed.box.text == item.box.text

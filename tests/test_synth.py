@@ -23,7 +23,7 @@ from pydicom.multival import MultiValue
 
 from converter.codes import FINDING_LABELS
 from converter.synth import CHEST_WALL_LEFT, STUDY_ERRATA, generate_release
-from converter.uids import is_hex_id, is_valid_uid
+from converter.naming import is_hex_id, is_valid_uid
 
 STUDIES = 30
 SEED = 7
@@ -125,8 +125,9 @@ def lenient_reading():
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("release") / "vindr-mammo"
-    calls: list[int] = []
-    summary = generate_release(root, STUDIES, seed=SEED, scale=SCALE, progress=calls.append)
+    calls: list[tuple[int, int]] = []
+    summary = generate_release(root, STUDIES, seed=SEED, scale=SCALE,
+                               progress=lambda done, total: calls.append((done, total)))
     return root, summary, calls
 
 
@@ -275,8 +276,10 @@ def test_refuses_a_non_empty_directory(tmp_path):
 
 def test_progress_counts_every_image(generated):
     _, summary, calls = generated
-    assert calls and all(n > 0 for n in calls)
-    assert sum(calls) == summary.images == STUDIES * 4
+    done = [d for d, _ in calls]
+    assert calls and done == sorted(done) and len(set(done)) == len(done)
+    assert {t for _, t in calls} == {summary.images}
+    assert done[-1] == summary.images == STUDIES * 4
 
 
 # --- CSV formats -----------------------------------------------------------------------------

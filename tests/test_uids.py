@@ -2,7 +2,7 @@
 
 import pytest
 
-from converter.uids import derived_uid, hex_to_uid, is_valid_uid, uid_to_hex
+from converter.naming import derived_uid, hex_to_uid, is_valid_uid, uid_to_hex
 
 
 @pytest.mark.parametrize("hex_id", ["0" * 32, "f" * 32, "0123456789abcdef0123456789abcdef",

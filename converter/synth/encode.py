@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
-from collections.abc import Iterator
 
 import numpy as np
 import pydicom
@@ -27,19 +25,6 @@ EXPLICIT_VRS: dict[str, str] = {
     "PixelPaddingRangeLimit": "US",
     "PixelData": "OW",
 }
-
-
-@contextlib.contextmanager
-def _unvalidated() -> Iterator[None]:
-    """Let pydicom store and write invalid values (hex digests in UI elements, N1)."""
-    settings = pydicom_config.settings
-    saved = settings.reading_validation_mode, settings.writing_validation_mode
-    settings.reading_validation_mode = pydicom_config.IGNORE
-    settings.writing_validation_mode = pydicom_config.IGNORE
-    try:
-        yield
-    finally:
-        settings.reading_validation_mode, settings.writing_validation_mode = saved
 
 
 def _number(value: float) -> int | float:
@@ -187,7 +172,7 @@ def encode_image(
     attributes: dict[str, object], profile: VendorProfile, pixels: np.ndarray, implicit_vr: bool
 ) -> bytes:
     """Part-10 bytes of one image, built and written with pydicom's validation off (N1)."""
-    with _unvalidated():
+    with pydicom_config.disable_value_validation():  # hex digests in UI elements (N1)
         return encode_dataset(build_dataset(attributes, profile, pixels, implicit_vr))
 
 

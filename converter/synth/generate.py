@@ -4,11 +4,11 @@ licence and the checksums, and report where the errata went.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..records import ProgressCallback
 from .boxes import box_pixels, format_coords, lesion_blob
 from .encode import encode_image, image_attributes
 from .files import write_checksums, write_csvs, write_image, write_license
@@ -24,13 +24,13 @@ def generate_release(
     studies: int,
     seed: int = 0,
     scale: float = 8.0,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SynthSummary:
     """Write a synthetic VinDr-Mammo release of ``studies`` exams into ``out``.
 
     ``out`` must be missing or empty.  ``scale`` divides the scale-1 image sizes (8 makes
-    a Siemens image 440 x 350).  ``progress(n)`` is called with the number of images written
-    since its last call.  Returns the counts and where each erratum/defect was planted.
+    a Siemens image 440 x 350).  ``progress(done, total)`` is called with the number of
+    images written so far.  Returns the counts and where each erratum/defect was planted.
     """
     if studies < 1:
         raise ValueError("studies must be at least 1")
@@ -47,6 +47,7 @@ def generate_release(
     order = np.random.default_rng([seed, 2]).permutation(studies)
     checksums: dict[str, str] = {}
     written: list[ImageOut] = []
+    total = sum(len(plan.images) for plan in plans)
     for position in order:
         study = plans[int(position)]
         outputs = [
@@ -54,7 +55,7 @@ def generate_release(
         ]
         written.extend(outputs)
         if progress is not None:
-            progress(len(outputs))
+            progress(len(written), total)
 
     box_count, no_finding_count = write_csvs(out, written, checksums)
     write_license(out, studies, seed, scale, checksums)

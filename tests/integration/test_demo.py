@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from server import engine
-from server.demo import run_demo
+from vindr_convert.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

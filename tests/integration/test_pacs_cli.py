@@ -12,8 +12,9 @@ import typer
 from typer.testing import CliRunner
 
 from pacs_tools import Pacs, free_port
+from converter.errors import EXIT_UNUSABLE
 from server import docker
-from server.commands import VERIFY_CHECKS, register
+from vindr_convert.pacs_commands import VERIFY_CHECKS, register
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ def test_wrong_password_fails_clearly(app: typer.Typer, pacs: Pacs) -> None:
     args = credentials(pacs)
     args[-1] = "wrong"
     result = invoke(app, "load", pacs.out, *args)
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_UNUSABLE
     assert "401 Unauthorized" in result.output
 
 
@@ -74,7 +75,7 @@ def test_folder_without_manifest_fails_clearly(
     app: typer.Typer, pacs: Pacs, tmp_path: Path
 ) -> None:
     result = invoke(app, "load", tmp_path, *credentials(pacs))
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_UNUSABLE
     assert "no manifest" in result.output
 
 
@@ -82,7 +83,7 @@ def test_bad_modality_fails_clearly(app: typer.Typer, tmp_path: Path) -> None:
     result = invoke(
         app, "serve", "--data", tmp_path, "--modality", "VIEWER-10.0.0.5", "--background"
     )
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_UNUSABLE
     assert "expected AET@HOST:PORT" in result.output
 
 
@@ -134,6 +135,6 @@ def test_docker_engine_without_docker_fails_clearly(
 ) -> None:
     monkeypatch.setenv("VINDR_DICOM_CONFIG", str(tmp_path / "server.json"))
     result = invoke(app, "serve", "--engine", "docker", "--data", tmp_path / "pacs", "--background")
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_UNUSABLE
     assert "docker compose cannot run here" in result.output
     assert (tmp_path / "pacs" / "secrets" / "orthanc.secret.json").is_file()  # project prepared

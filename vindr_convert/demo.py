@@ -18,19 +18,19 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+from pynetdicom.status import code_to_category
 
 from converter.pipeline import ConversionResult, convert_release
 from converter.release import BREAST_CSV
 from converter.synth import generate_release
 from converter.validate import ValidationReport, validate_output
-
-from . import engine, native
-from .client import Connection, dicomweb_client
-from .errors import ServerError
-from .load import LoadResult, load
-from .settings import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Modality, ServerSettings
-from .userconfig import config_path
-from .verify import VerifyResult, verify
+from server import engine, native
+from server.client import Connection, dicomweb_client
+from server.errors import ServerError
+from server.load import LoadResult, load
+from server.settings import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Modality, ServerSettings
+from server.userconfig import config_path
+from server.verify import VerifyResult, verify
 
 DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
 DEMO_AET_PORT = 11113  # where it would receive a C-MOVE
@@ -109,7 +109,7 @@ def run_queries(settings: ServerSettings, connection: Connection) -> list[tuple[
         raise ServerError(f"C-FIND: association to {settings.aet} refused")
     answers = [ds for status, ds in assoc.send_c_find(
         query, StudyRootQueryRetrieveInformationModelFind) if ds is not None
-        and status.Status in (0xFF00, 0xFF01)]
+        and code_to_category(status.Status) == "Pending"]
     assoc.release()
     queries.append((
         "C-FIND: test-split studies",

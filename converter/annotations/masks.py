@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from converter.records import Box
+from ..records import Box
 
 BoxValues = tuple[float, float, float, float]
 

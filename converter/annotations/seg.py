@@ -1,32 +1,36 @@
 """One BINARY Segmentation per image with finding boxes: one segment per box row.
 
 - Segment ``i`` (1-based) is the ``i``-th box row of the image in CSV order; its mask follows
-  :func:`converter.masks.box_mask` (pixel-centre rule, at least one pixel).
+  :func:`converter.annotations.masks.box_mask` (pixel-centre rule, at least one pixel).
 - Segmented property category "Morphologically Abnormal Structure", type = code of the
   row's first label, algorithm type MANUAL (radiologists' boxes).
 - Tracking UID and Tracking ID are those of the matching SR group
-  (:func:`converter.sr.finding_tracking_uid`, :func:`converter.sr.format_finding_identifier`),
+  (:func:`converter.naming.finding_tracking_uid`,
+  :func:`converter.naming.format_finding_identifier`),
   so the SEG alone also keeps the labels and the exact box text.
 - Segment Label (LO, 64 characters) is the labels joined by ", ", shortened when too long
   (display only: the Tracking ID is the lossless copy).
 - highdicom 0.28.2 traps with a 2D MG source are avoided: the SEG is made from a metadata
   copy of the MG without Pixel Spacing and Frame of Reference UID, and PatientOrientation is
   copied from the MG.  Native transfer syntax; fixed dates; UIDs derived from the image id.
+
+:func:`build_seg` writes a SEG; :func:`read_seg` reads one back (file or DICOMweb object).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
-from converter import __version__, codes
-from converter.masks import box_mask
-from converter.records import ImageRecord
-from converter.sr import finding_tracking_uid, fix_identity, format_finding_identifier
-from converter.uids import derived_uid
+from .. import __version__, codes
+from ..naming import derived_uid, finding_tracking_uid, format_finding_identifier
+from ..records import ImageRecord
+from .common import fix_identity, with_transfer_syntax
+from .masks import box_mask
 
 SEGMENT_LABEL_MAX = 64  # LO
 
@@ -79,7 +83,7 @@ def segment_description(image: ImageRecord, index: int) -> hd.seg.SegmentDescrip
         segmented_property_category=codes.FINDING_CATEGORY,
         segmented_property_type=codes.FINDING_CODES[finding.categories[0]],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        tracking_uid=finding_tracking_uid(image, index),
+        tracking_uid=finding_tracking_uid(image.study_id, image.image_id, index),
         tracking_id=format_finding_identifier(finding.categories, finding.box),
     )
 
@@ -146,8 +150,16 @@ def build_seg(image: ImageRecord, mg: Dataset) -> hd.seg.Segmentation | None:
     return seg
 
 
+def read_seg(seg: Dataset | Path | str) -> hd.seg.Segmentation:
+    """A SEG read back with highdicom, from a file or a data set (DICOMweb objects included)."""
+    if isinstance(seg, Dataset):
+        return hd.seg.Segmentation.from_dataset(with_transfer_syntax(seg), copy=True)
+    return hd.seg.segread(seg)
+
+
 __all__ = [
     "build_seg",
+    "read_seg",
     "seg_instance_number",
     "seg_uids",
     "segment_description",

@@ -8,7 +8,7 @@ Content tree, built with highdicom from small value builders up:
   source images = that breast's images.  Images of one side that disagree (never in the
   release) get one group each, so nothing is lost.
 - One TID 1410 group per finding box row, in image order then CSV order: SCOORD POLYLINE
-  (closed 5-point box, clipped to the image, see :mod:`converter.masks`), geometric purpose
+  (closed 5-point box, clipped to the image, see :mod:`.masks`), geometric purpose
   "Bounded by", finding type = code of the first label, finding category "Morphologically
   Abnormal Structure", finding site Breast + laterality, and the finding BI-RADS as a
   qualitative evaluation when the CSV gives one.
@@ -18,91 +18,41 @@ Tracking identifier of a finding group (the text is lossless; the UID links SR a
     VinDr finding <labels> box <xmin> <ymin> <xmax> <ymax>
 
 ``<labels>`` is the CSV's ``finding_categories`` Python-list literal
-(:func:`converter.release.format_categories`, order kept, e.g. ``['Mass', 'Focal Asymmetry']``); the four coordinates are the CSV's text
+(:func:`converter.naming.format_categories`, order kept, e.g. ``['Mass', 'Focal Asymmetry']``); the four coordinates are the CSV's text
 verbatim (no spaces inside a value), e.g.
 ``VinDr finding ['Mass'] box 1234.5678710938 412.3456789012345 1500.25 -3.5``.
-:func:`parse_finding_identifier` inverts it.  The UID is :func:`finding_tracking_uid`.
+:func:`converter.naming.parse_finding_identifier` inverts it; the UID is
+:func:`converter.naming.finding_tracking_uid`.
 Breast groups are identified ``VinDr breast L`` (``VinDr breast L #2`` for a further group).
 
 Every date and time the SR carries is fixed (:data:`converter.codes.ANNOTATION_DATE`), all
 UIDs are derived from the VinDr ids, so the same input gives the same bytes.
+
+:func:`build_sr` writes the SR; :func:`read_sr` reads it back (from a file or from objects
+fetched over DICOMweb) into :class:`SrReport`.
 """
 
 from __future__ import annotations
 
-import ast
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from converter import __version__, codes
-from converter.masks import box_to_polyline, scoord_box
-from converter.records import Box, Finding, ImageRecord, StudyRecord
-from converter.release import format_categories
-from converter.uids import derived_uid, hex_to_uid
-
-# --- identifiers --------------------------------------------------------------------------
-
-_FINDING_ID = re.compile(
-    rf"^{re.escape(codes.FINDING_TRACKING_PREFIX)} (\[.*\]) box (\S+) (\S+) (\S+) (\S+)$"
+from .. import __version__, codes
+from ..errors import ExportError
+from ..naming import (
+    breast_tracking,
+    finding_tracking_uid,
+    format_finding_identifier,
+    hex_to_uid,
+    parse_finding_identifier,
+    sr_uids,
 )
-
-
-@dataclass(frozen=True)
-class FindingIdentifier:
-    """Parsed tracking identifier of a finding group: labels in order, exact box text."""
-
-    labels: tuple[str, ...]
-    box: Box
-
-
-def format_finding_identifier(labels: Sequence[str], box: Box) -> str:
-    """Tracking identifier text of a finding (see module docstring)."""
-    if not labels:
-        raise ValueError("a finding needs at least one label")
-    for value in box.text:
-        if not value or any(ch.isspace() for ch in value):
-            raise ValueError(f"coordinate text with whitespace cannot be encoded: {value!r}")
-    return f"{codes.FINDING_TRACKING_PREFIX} {format_categories(tuple(labels))} box {' '.join(box.text)}"
-
-
-def parse_finding_identifier(text: str) -> FindingIdentifier:
-    """Inverse of :func:`format_finding_identifier`; raises ValueError if malformed."""
-    match = _FINDING_ID.match(text)
-    if not match:
-        raise ValueError(f"not a VinDr finding tracking identifier: {text!r}")
-    try:
-        labels = ast.literal_eval(match.group(1))
-    except (ValueError, SyntaxError) as exc:
-        raise ValueError(f"bad label list in tracking identifier: {text!r}") from exc
-    if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
-        raise ValueError(f"bad label list in tracking identifier: {text!r}")
-    return FindingIdentifier(tuple(labels), Box.from_text(*match.group(2, 3, 4, 5)))
-
-
-def finding_tracking_uid(image: ImageRecord, index: int) -> str:
-    """Tracking UID of the ``index``-th (0-based, CSV order) finding of ``image``.
-
-    Shared by the SR group and the SEG segment of the same box row.
-    """
-    return derived_uid("finding", image.study_id, image.image_id, str(index))
-
-
-def breast_tracking(study_id: str, laterality: str, number: int) -> tuple[str, str]:
-    """(text, UID) of the ``number``-th (1-based) breast group of one side."""
-    text = f"{codes.BREAST_TRACKING_PREFIX} {laterality}"
-    if number > 1:
-        text += f" #{number}"
-    return text, derived_uid("breast", study_id, laterality, str(number))
-
-
-def sr_uids(study_id: str) -> tuple[str, str]:
-    """(SeriesInstanceUID, SOPInstanceUID) of the exam's SR."""
-    return derived_uid("sr-series", study_id), derived_uid("sr", study_id)
-
+from ..records import Box, Finding, ImageRecord, StudyRecord
+from .common import CodeKey, code_key, fix_identity, key_of, with_transfer_syntax
+from .masks import box_to_polyline, polyline_to_box, scoord_box
 
 # --- value builders -------------------------------------------------------------------------
 
@@ -148,7 +98,7 @@ def finding_group(
     evaluations = [] if finding.birads is None else [birads_evaluation(finding.birads)]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=finding_tracking_uid(image, index),
+            uid=finding_tracking_uid(image.study_id, image.image_id, index),
             identifier=format_finding_identifier(finding.categories, finding.box),
         ),
         referenced_region=box_region(finding.box, dataset),
@@ -247,17 +197,6 @@ def build_sr(study: StudyRecord, images: Sequence[Dataset]) -> hd.sr.Comprehensi
     return sr
 
 
-def fix_identity(ds: Dataset) -> None:
-    """Overwrite what highdicom stamps with the current time, and set our file meta identity."""
-    ds.InstanceCreationDate = codes.ANNOTATION_DATE
-    ds.InstanceCreationTime = codes.ANNOTATION_TIME
-    for item in ds.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = codes.ANNOTATION_DATETIME
-    ds.file_meta.ImplementationClassUID = codes.IMPLEMENTATION_CLASS_UID
-    ds.file_meta.ImplementationVersionName = codes.IMPLEMENTATION_VERSION_NAME
-
-
 def _by_image_id(study: StudyRecord, images: Sequence[Dataset]) -> dict[str, Dataset]:
     """Headers keyed by VinDr image id in ``study.images`` order; raises if one is missing."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in images}
@@ -273,20 +212,192 @@ def _by_image_id(study: StudyRecord, images: Sequence[Dataset]) -> dict[str, Dat
     return result
 
 
+# --- reading back ----------------------------------------------------------------------
+
+_BIRADS_BY_CODE = {(c.scheme_designator, c.value): n for n, c in codes.BIRADS_CODES.items()}
+_DENSITY_BY_CODE = {(c.scheme_designator, c.value): d for d, c in codes.DENSITY_CODES.items()}
+_LATERALITY_BY_CODE = {
+    (c.scheme_designator, c.value): lat for lat, c in codes.LATERALITY_CODES.items()
+}
+_IMAGE_LIBRARY = ("DCM", "111028")
+
+
+# --- reading an SR --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SrBreast:
+    """A TID 1501 breast group as read back."""
+
+    tracking_uid: str
+    tracking_identifier: str
+    laterality: str | None
+    birads: int | None
+    density: str | None
+    image_uids: tuple[str, ...]
+    birads_code: CodeKey | None = None
+    density_code: CodeKey | None = None
+    laterality_code: CodeKey | None = None
+
+
+@dataclass(frozen=True)
+class SrFinding:
+    """A TID 1410 finding group as read back (``labels``/``box`` from the tracking id)."""
+
+    tracking_uid: str
+    tracking_identifier: str
+    image_uid: str
+    labels: tuple[str, ...]
+    box: Box
+    birads: int | None
+    scoord: tuple[float, float, float, float]
+    finding_type: CodeKey | None
+    finding_category: CodeKey | None
+    birads_code: CodeKey | None
+    laterality: str | None
+    laterality_code: CodeKey | None
+    site: CodeKey | None
+    geometric_purpose: CodeKey | None
+
+
+@dataclass
+class SrReport:
+    """What an exam's SR says, plus anything that could not be read."""
+
+    sop_instance_uid: str
+    study_instance_uid: str
+    study_description: str
+    library: tuple[str, ...]
+    breasts: list[SrBreast] = field(default_factory=list)
+    findings: list[SrFinding] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _finding_site(group: object) -> tuple[CodeKey | None, CodeKey | None]:
+    """(site, laterality) code keys of a group's first finding site."""
+    sites = list(getattr(group, "finding_sites", []) or [])
+    if not sites:
+        return None, None
+    return key_of(sites[0].value), key_of(sites[0].laterality)
+
+
+def _evaluation(group: object, name: object) -> CodeKey | None:
+    wanted = code_key(name)
+    for item in group.get_qualitative_evaluations():  # type: ignore[attr-defined]
+        if key_of(item.name) == wanted:
+            return key_of(item.value)
+    return None
+
+
+def _library_uids(ds: Dataset) -> tuple[str, ...]:
+    """SOP instance UIDs listed in the SR's image library (TID 1600)."""
+    found: list[str] = []
+
+    def walk(items: Iterable[Dataset], inside: bool) -> None:
+        for item in items:
+            name = item.get("ConceptNameCodeSequence")
+            here = inside or bool(
+                name and (name[0].CodingSchemeDesignator, name[0].CodeValue) == _IMAGE_LIBRARY
+            )
+            if here:
+                for ref in item.get("ReferencedSOPSequence", []):
+                    found.append(str(ref.ReferencedSOPInstanceUID))
+            walk(item.get("ContentSequence", []), here)
+
+    walk(ds.get("ContentSequence", []), False)
+    return tuple(found)
+
+
+def read_sr(ds: Dataset) -> SrReport:
+    """Read an exam's SR back with highdicom.
+
+    Parameters
+    ----------
+    ds: pydicom.Dataset
+        A Comprehensive SR written by :func:`build_sr`.
+
+    Returns
+    -------
+    SrReport
+        ``problems`` lists groups that could not be interpreted (they are left out).
+    """
+    if ds.get("SOPClassUID") != codes.COMPREHENSIVE_SR:
+        raise ExportError(f"{ds.get('SOPInstanceUID')}: not a Comprehensive SR")
+    sr = hd.sr.ComprehensiveSR.from_dataset(with_transfer_syntax(ds), copy=True)
+    report = SrReport(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        study_description=str(ds.get("StudyDescription", "") or ""),
+        library=_library_uids(ds),
+    )
+    content = sr.content
+    report.breasts = [_read_breast(group) for group in content.get_image_measurement_groups()]
+    for group in content.get_planar_roi_measurement_groups():
+        try:
+            report.findings.append(_read_finding(group))
+        except (ValueError, AttributeError, IndexError) as exc:
+            report.problems.append(f"SR {report.sop_instance_uid}: finding group "
+                                   f"{str(group.tracking_identifier)!r}: {exc}")
+    return report
+
+
+def _read_breast(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> SrBreast:
+    """A TID 1501 breast group as read back."""
+    _, lat_code = _finding_site(group)
+    birads_code = _evaluation(group, codes.ASSESSMENT_CATEGORY)
+    density_code = _evaluation(group, codes.BREAST_COMPOSITION)
+    return SrBreast(
+        tracking_uid=str(group.tracking_uid),
+        tracking_identifier=str(group.tracking_identifier),
+        laterality=_LATERALITY_BY_CODE.get(lat_code) if lat_code else None,
+        birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
+        density=_DENSITY_BY_CODE.get(density_code) if density_code else None,
+        image_uids=tuple(str(s.referenced_sop_instance_uid) for s in group.source_images),
+        birads_code=birads_code,
+        density_code=density_code,
+        laterality_code=lat_code,
+    )
+
+
+def _read_finding(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> SrFinding:
+    """A TID 1410 finding group as read back; raises ValueError when it is not one of ours."""
+    text = str(group.tracking_identifier)
+    parsed = parse_finding_identifier(text)
+    roi = group.roi
+    if roi is None:
+        raise ValueError("no SCOORD image region")
+    image_uid = str(roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    site, lat_code = _finding_site(group)
+    birads_code = _evaluation(group, codes.ASSESSMENT_CATEGORY)
+    return SrFinding(
+        tracking_uid=str(group.tracking_uid),
+        tracking_identifier=text,
+        image_uid=image_uid,
+        labels=parsed.labels,
+        box=parsed.box,
+        birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
+        scoord=polyline_to_box(roi.value),
+        finding_type=key_of(group.finding_type),
+        finding_category=key_of(group.finding_category),
+        birads_code=birads_code,
+        laterality=_LATERALITY_BY_CODE.get(lat_code) if lat_code else None,
+        laterality_code=lat_code,
+        site=site,
+        geometric_purpose=_evaluation(group, codes.GEOMETRIC_PURPOSE),
+    )
+
+
 __all__ = [
-    "FindingIdentifier",
+    "SrBreast",
+    "SrFinding",
+    "SrReport",
     "birads_evaluation",
     "box_region",
     "breast_groups",
     "breast_site",
-    "breast_tracking",
     "build_sr",
     "density_evaluation",
     "finding_group",
-    "finding_tracking_uid",
-    "fix_identity",
-    "format_finding_identifier",
     "measurement_report",
-    "parse_finding_identifier",
-    "sr_uids",
+    "read_sr",
 ]

@@ -1,5 +1,0 @@
-"""``python -m converter`` runs the ``vindr-convert`` command line."""
-
-from .cli import main
-
-main()

@@ -1,0 +1,5 @@
+"""``python -m vindr_convert`` is ``vindr-convert``."""
+
+from .app import main
+
+main()

@@ -1,0 +1,238 @@
+"""The PACS commands of ``vindr-convert``: ``serve``, ``stop``, ``load``, ``verify``, ``demo``.
+
+Each function only parses its arguments, calls the library (:mod:`server.engine`,
+:mod:`server.load`, :mod:`server.verify`, :mod:`vindr_convert.demo`) and prints. Wire them
+with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.table import Table
+
+from server.settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT
+
+from .console import fail, list_problems, progress_bar, reported_errors
+from .console import out
+
+if TYPE_CHECKING:
+    from server.engine import ServerInfo
+    from server.verify import VerifyResult
+
+# Problem codes of `verify`, in the order its table lists them.
+VERIFY_CHECKS = {
+    "pacs-study-missing": "studies missing",
+    "pacs-count-mismatch": "instance counts that differ (study, kind)",
+    "pacs-instance-missing": "instances missing",
+    "pacs-patient-id": "studies with a wrong PatientID",
+    "pacs-patient-shared": "patients shared between studies",
+    "pacs-retrieve-failed": "objects that could not be retrieved",
+    "pacs-sr-seg": "SR/SEG disagreements as served",
+    "pacs-annotations": "SRs that cannot be read back",
+    "export-row-missing": "release CSV rows not rebuilt from the PACS",
+    "export-row-extra": "rebuilt CSV rows not in the release",
+}
+class EngineChoice(str, enum.Enum):
+    """Where Orthanc runs."""
+
+    native = "native"
+    docker = "docker"
+
+
+class MethodChoice(str, enum.Enum):
+    """How ``load`` sends objects."""
+
+    rest = "rest"
+    stow = "stow"
+    cstore = "cstore"
+
+
+def _print_ready(info: ServerInfo) -> None:
+    out.print(
+        f"[bold green]PACS ready[/] ({info.engine}, Orthanc {info.version}, data {info.data_dir})"
+    )
+    out.print(f"  REST        {info.url}/")
+    out.print(f"  Explorer    {info.url}/app/explorer.html")
+    out.print(f"  DICOMweb    {info.dicomweb_url}/")
+    out.print(f"  DICOM       AET {info.aet}, port {info.dicom_port}")
+    out.print(f"  Credentials user {info.username!r}, password in {info.credentials_file}")
+
+
+def serve(
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Data folder (default: ~/.local/share/vindr-dicom/orthanc)."
+    ),
+    http_port: int = typer.Option(DEFAULT_HTTP_PORT, "--http-port", help="REST/DICOMweb port."),
+    dicom_port: int = typer.Option(DEFAULT_DICOM_PORT, "--dicom-port", help="DICOM port."),
+    aet: str = typer.Option(DEFAULT_AET, "--aet", help="Orthanc's AE title."),
+    engine_choice: EngineChoice = typer.Option(
+        EngineChoice.native, "--engine", help="Debian's Orthanc or docker compose."
+    ),
+    modality: list[str] = typer.Option(
+        [], "--modality", help="Allowed DICOM node AET@HOST:PORT (repeat)."
+    ),
+    remote: bool = typer.Option(False, "--remote", help="Serve HTTP beyond this machine."),
+    background: bool = typer.Option(
+        False, "--background", help="Start and return (stop with `stop`)."
+    ),
+) -> None:
+    """Run the Orthanc PACS (foreground until Ctrl-C, or --background)."""
+    with reported_errors():
+        from server import engine
+
+        settings = engine.make_settings(
+            data,
+            http_port=http_port,
+            dicom_port=dicom_port,
+            aet=aet,
+            modalities=modality,
+            remote_access=remote,
+            engine=engine_choice.value,
+        )
+        code = engine.serve(settings, background=background, on_ready=_print_ready)
+    if code != 0:
+        fail(f"the {engine_choice.value} server exited with code {code}")
+
+def stop(
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Data folder (default: the last one served)."
+    ),
+) -> None:
+    """Stop a PACS started with `serve --background`."""
+    with reported_errors():
+        from server import engine
+
+        stopped = engine.stop(data)
+    if not stopped:
+        fail("no PACS was running there")
+    out.print("PACS stopped")
+
+def load(
+    output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
+    url: Optional[str] = typer.Option(
+        None, "--url", help="Orthanc URL (default: from the credentials file)."
+    ),
+    user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
+    password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
+    method: MethodChoice = typer.Option(
+        MethodChoice.rest, "--method", help="REST POST /instances, STOW-RS or C-STORE."
+    ),
+    workers: int = typer.Option(2, "--workers", min=1, help="Parallel connections."),
+) -> None:
+    """Send every object of a converted folder to the PACS, then check they are all there."""
+    with reported_errors():
+        from server.load import load as load_output
+        from server.userconfig import resolve_connection
+
+        connection = resolve_connection(url, user, password)
+        with progress_bar("load") as progress:
+            result = load_output(
+                output, connection, method=method.value, workers=workers, progress=progress
+            )
+    out.print(
+        f"{result.total} objects: {result.sent} sent, "
+        f"{result.already_present} already present, "
+        f"{result.failed} failed, {result.missing} missing"
+    )
+    if not result.ok:
+        list_problems(map(str, result.errors), len(result.errors), where="the PACS")
+        fail("load incomplete: re-run the same command to send what is missing")
+
+def verify(
+    src: Path = typer.Argument(..., help="Original VinDr-Mammo release folder."),
+    output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
+    url: Optional[str] = typer.Option(
+        None, "--url", help="Orthanc URL (default: from the credentials file)."
+    ),
+    user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
+    password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Studies fetched in parallel."),
+) -> None:
+    """Check over DICOMweb that the PACS serves every study of a converted folder."""
+    with reported_errors():
+        from server.userconfig import resolve_connection
+        from server.verify import verify as verify_output
+
+        connection = resolve_connection(url, user, password)
+        with progress_bar("verify") as progress:
+            result = verify_output(src, output, connection, workers=workers, progress=progress)
+    _print_verify_table(result)
+    if not result.ok:
+        from server.verify import describe
+
+        list_problems(map(describe, result.problems), len(result.problems),
+                      where="the table above")
+        fail("the PACS does not match the converted folder")
+
+def demo(
+    workdir: Path = typer.Option(Path("vindr-demo"), "--workdir",
+                                 help="Folder for the release, the output and the PACS."),
+    studies: int = typer.Option(12, "--studies", min=1, help="Synthetic exams."),
+    scale: float = typer.Option(8.0, "--scale", help="Image size divisor (1 = real)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Parallel workers."),
+) -> None:
+    """Synthesize a release, convert, validate, serve, load, verify and query it."""
+    with reported_errors():
+        from .demo import password_snippet, run_demo
+
+        result = run_demo(workdir, studies=studies, scale=scale, workers=workers,
+                          step=lambda text: out.print(f"[bold]==>[/] {text}"))
+    _print_demo(result, password_snippet())
+    if not result.ok:
+        fail(f"the demo stopped early; see {workdir}/out/report.json and the lines above")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``stop``, ``load``, ``verify`` and ``demo`` to ``app``."""
+    for command in (serve, stop, load, verify, demo):
+        app.command()(command)
+
+
+def _print_verify_table(result: VerifyResult) -> None:
+    """Studies and instances checked, then the problems counted by kind."""
+    table = Table(title="PACS against the converted folder and the source release")
+    table.add_column("check")
+    table.add_column("result", justify="right")
+    table.add_row("studies checked", str(result.studies))
+    table.add_row("instances in the manifest", str(result.instances))
+    counts = Counter(problem.code for problem in result.problems)
+    for code, label in VERIFY_CHECKS.items():
+        table.add_row(label, str(counts.pop(code, 0)))
+    for code, count in sorted(counts.items()):
+        table.add_row(code, str(count))
+    out.print(table)
+
+
+def _print_demo(result, snippet: str) -> None:
+    """The demo's figures, the queries it ran and how to run them by hand."""
+    conversion, validation = result.conversion, result.validation
+    if conversion is not None:
+        out.print(f"converted {conversion.images} images of {conversion.studies} exams: "
+                  f"{conversion.objects} ({conversion.errors} errors)")
+    if validation is not None:
+        errors = sum(s.dciodvfy_errors for s in validation.stats.values())
+        out.print(f"validated {sum(s.objects for s in validation.stats.values())} objects: "
+                  f"{errors} dciodvfy errors, {len(validation.issues)} problems")
+    if result.loaded is not None:
+        out.print(f"loaded {result.loaded.total} objects ({result.loaded.sent} sent, "
+                  f"{result.loaded.already_present} already there, "
+                  f"{result.loaded.missing} missing)")
+    if result.verified is not None:
+        out.print(f"verified {result.verified.studies} studies over DICOMweb: "
+                  f"{len(result.verified.problems)} differences")
+    if result.settings is None or not result.queries:
+        return
+    settings = result.settings
+    out.print(f"\n[bold]PACS running[/]: {settings.url}/app/explorer.html, DICOMweb "
+              f"{settings.dicomweb_url}/, AET {settings.aet} on port {settings.dicom_port}")
+    out.print("Queries run (paste the commands to run them yourself):")
+    out.print(f"  {snippet}")
+    for what, how, answer in result.queries:
+        out.print(f"  # {what}: {answer}")
+        out.print(f"  {how}", highlight=False)
+    out.print("Stop the PACS with: vindr-convert stop")
