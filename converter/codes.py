@@ -84,6 +84,10 @@ BIRADS_CODES: dict[int, Code] = {  # CID 6027 (pydicom's codes.cid6027 is empty)
 }
 
 BREAST_COMPOSITION = Code("129715009", SCT, "Breast composition")  # TID 4205
+# TID 1500 row 12: the report-level container of the breast-level assessments.
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+IMAGING_MEASUREMENTS = Code("126010", DCM, "Imaging Measurements")  # TID 1500 row 6
+SOURCE = Code("260753009", SCT, "Source")  # an image an assessment comes from (as in TID 1501)
 DENSITY_CODES: dict[str, Code] = {  # CID 6000
     "A": Code("129716005", SCT, "Almost entirely fat"),
     "B": Code("129717001", SCT, "Scattered fibroglandular densities"),
@@ -180,4 +184,3 @@ DEVICE_SERIAL_NUMBER = "1"  # Type 1 in the SEG's Enhanced General Equipment mod
 
 # Text of the tracking identifiers (format in converter.naming).
 FINDING_TRACKING_PREFIX = "VinDr finding"
-BREAST_TRACKING_PREFIX = "VinDr breast"

@@ -15,8 +15,7 @@ Patient and study
     description ``VinDr-Mammo-<split>`` (:func:`study_description`, :func:`split_of`).
 Tracking identifiers
     ``VinDr finding <labels> box <xmin> <ymin> <xmax> <ymax>`` for a finding box row
-    (:func:`format_finding_identifier`, :func:`parse_finding_identifier`), ``VinDr breast L``
-    for a breast group (:func:`breast_tracking`).
+    (:func:`format_finding_identifier`, :func:`parse_finding_identifier`).
 CSV values
     ``BI-RADS 4``, ``DENSITY C`` and the Python-list literal of ``finding_categories``, parsed
     and written exactly as the release does.
@@ -206,11 +205,3 @@ def parse_finding_identifier(text: str) -> FindingIdentifier:
     if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
         raise ValueError(f"bad label list in tracking identifier: {text!r}")
     return FindingIdentifier(tuple(labels), Box.from_text(*match.group(2, 3, 4, 5)))
-
-
-def breast_tracking(study_id: str, laterality: str, number: int) -> tuple[str, str]:
-    """(text, UID) of the ``number``-th (1-based) breast group of one side."""
-    text = f"{codes.BREAST_TRACKING_PREFIX} {laterality}"
-    if number > 1:
-        text += f" #{number}"
-    return text, derived_uid("breast", study_id, laterality, str(number))

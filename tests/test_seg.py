@@ -242,7 +242,9 @@ def test_check_sr_seg_finds_problems(rich):
 
     # A finding type outside its context group / not the label's code.
     tampered = pydicom.dcmread(io.BytesIO(_bytes(sr)))
-    for group in tampered.ContentSequence[-1].ContentSequence:
+    (measurements,) = [item for item in tampered.ContentSequence
+                       if item.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    for group in measurements.ContentSequence:
         for item in group.get("ContentSequence", []):
             if item.ConceptNameCodeSequence[0].CodeValue == "121071":  # Finding
                 item.ConceptCodeSequence[0].CodeValue = "999999"

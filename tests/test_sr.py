@@ -24,7 +24,6 @@ from converter import codes
 from converter.annotations.masks import scoord_box
 from converter.annotations.sr import build_sr, read_sr
 from converter.naming import (
-    breast_tracking,
     finding_tracking_uid,
     format_finding_identifier,
     is_valid_uid,
@@ -191,24 +190,42 @@ def test_clipped_box_keeps_original_text(rich):
     assert outside[0].birads is None
 
 
-def test_breast_groups(rich):
+def _evaluations(sr):
+    """The items of the report's Qualitative Evaluations container."""
+    containers = [item for item in sr.ContentSequence
+                  if _key(item.ConceptNameCodeSequence[0]) == _key(codes.QUALITATIVE_EVALUATIONS)]
+    assert len(containers) == 1
+    return list(containers[0].ContentSequence)
+
+
+def test_breast_assessments_are_qualitative_evaluations_not_groups(rich):
     study, images, sr = rich
-    groups = reread(sr).content.get_image_measurement_groups()
-    assert [g.tracking_identifier for g in groups] == ["VinDr breast R", "VinDr breast L"]
+    assert reread(sr).content.get_image_measurement_groups() == []  # every group is a region
+    items = _evaluations(sr)
     uids = {image.image_id: ds.SOPInstanceUID for image, ds in zip(study.images, images)}
-    for group, laterality, birads, density in zip(groups, "RL", (3, 5), "DA"):
-        assert group.tracking_uid == breast_tracking(study.study_id, laterality, 1)[1]
-        evaluations = {_key(q.name): _key(q.value) for q in group.get_qualitative_evaluations()}
-        assert evaluations == {
-            _key(codes.ASSESSMENT_CATEGORY): _key(codes.BIRADS_CODES[birads]),
-            _key(codes.BREAST_COMPOSITION): _key(codes.DENSITY_CODES[density]),
-        }
-        assert _key(group.finding_sites[0].laterality) == _key(
-            codes.LATERALITY_CODES[laterality]
-        )
-        assert {s.referenced_sop_instance_uid for s in group.source_images} == {
-            uids[i.image_id] for i in study.images if i.laterality == laterality
-        }
+    expected = []
+    for laterality, birads, density in zip("RL", (3, 5), "DA"):
+        expected += [(_key(codes.ASSESSMENT_CATEGORY), _key(codes.BIRADS_CODES[birads]), laterality),
+                     (_key(codes.BREAST_COMPOSITION), _key(codes.DENSITY_CODES[density]),
+                      laterality)]
+    found = []
+    for item in items:
+        assert item.RelationshipType == "CONTAINS" and item.ValueType == "CODE"
+        site, *sources = item.ContentSequence
+        assert site.RelationshipType == "HAS CONCEPT MOD"
+        assert _key(site.ConceptCodeSequence[0]) == _key(codes.BREAST)
+        (lat,) = site.ContentSequence
+        laterality = "R" if _key(lat.ConceptCodeSequence[0]) == _key(codes.LATERALITY_CODES["R"]) else "L"
+        assert {s.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for s in sources} == {
+            uids[i.image_id] for i in study.images if i.laterality == laterality}
+        assert all(s.RelationshipType == "INFERRED FROM" and s.ValueType == "IMAGE"
+                   for s in sources)
+        found.append((_key(item.ConceptNameCodeSequence[0]), _key(item.ConceptCodeSequence[0]),
+                      laterality))
+    assert found == expected
+    report = read_sr(sr)
+    assert [(b.laterality, b.birads, b.density) for b in report.breasts] == [
+        ("R", 3, "D"), ("L", 5, "A")]
 
 
 def test_image_library_and_procedure(rich):
@@ -228,6 +245,9 @@ def test_exam_without_findings():
     images = mg_headers(study)
     sr = build_sr(study, images)
     assert reread(sr).content.get_planar_roi_measurement_groups() == []
+    names = [_key(item.ConceptNameCodeSequence[0]) for item in sr.ContentSequence]
+    assert _key(codes.IMAGING_MEASUREMENTS) not in names  # no empty container
+    assert _key(codes.QUALITATIVE_EVALUATIONS) in names
     report = read_sr(sr)
     assert [(b.laterality, b.birads, b.density) for b in report.breasts] == [
         ("R", 2, "C"), ("L", 1, "B")
@@ -240,8 +260,8 @@ def test_disagreeing_views_get_their_own_group():
     changed = type(first)(**{**first.__dict__, "breast_birads": 4})
     study = type(study)(study.study_id, study.split, (changed, *study.images[1:]))
     report = read_sr(build_sr(study, mg_headers(study)))
-    right = sorted((b.birads, b.tracking_identifier) for b in report.breasts if b.laterality == "R")
-    assert right == [(1, "VinDr breast R"), (4, "VinDr breast R #2")]
+    right = sorted((b.birads, len(b.image_uids)) for b in report.breasts if b.laterality == "R")
+    assert right == [(1, 1), (4, 1)]
 
 
 def test_missing_header_is_an_error():

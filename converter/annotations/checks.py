@@ -66,7 +66,7 @@ def _check_finding(item: SrFinding, image: Dataset | None) -> list[str]:
 
 
 def _check_breast(item: SrBreast, images: dict[str, Dataset]) -> list[str]:
-    where = f"SR breast group {item.tracking_identifier!r}"
+    where = f"SR assessment of {item.label}"
     out = []
     if not in_cid(item.birads_code, 6027):
         out.append(f"{where}: BI-RADS {item.birads_code} not in CID 6027")
@@ -80,7 +80,7 @@ def _check_breast(item: SrBreast, images: dict[str, Dataset]) -> list[str]:
             out.append(f"{where}: source image {uid} not among the exam's images")
         elif image.get("ImageLaterality") != item.laterality:
             out.append(f"{where}: source image {uid} has laterality "
-                       f"{image.get('ImageLaterality')}, group {item.laterality}")
+                       f"{image.get('ImageLaterality')}, assessment {item.laterality}")
     return out
 
 
@@ -183,7 +183,7 @@ def check_sr_seg(
         covered_images.update(breast.image_uids)
     for uid in by_image:
         if covered_images[uid] != 1:
-            out.append(f"image {uid} is in {covered_images[uid]} breast groups (expected 1)")
+            out.append(f"image {uid} is in {covered_images[uid]} breast assessments (expected 1)")
     by_uid: dict[str, SrFinding] = {}
     for item in report.findings:
         out += _check_finding(item, by_image.get(item.image_uid))

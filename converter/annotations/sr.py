@@ -3,15 +3,18 @@
 Content tree, built with highdicom from small value builders up:
 
 - Image library: every repaired image of the exam.
-- One TID 1501 group per breast: finding site Breast + laterality, qualitative evaluations
-  "Assessment Category" = BI-RADS (CID 6027) and "Breast composition" = density (CID 6000),
-  source images = that breast's images.  Images of one side that disagree (never in the
-  release) get one group each, so nothing is lost.
-- One TID 1410 group per finding box row, in image order then CSV order: SCOORD POLYLINE
+- "Imaging Measurements": one TID 1410 group per finding box row, in image order then CSV
+  order: SCOORD POLYLINE
   (closed 5-point box, clipped to the image, see :mod:`.masks`), geometric purpose
   "Bounded by", finding type = code of the first label, finding category "Morphologically
   Abnormal Structure", finding site Breast + laterality, and the finding BI-RADS as a
-  qualitative evaluation when the CSV gives one.
+  qualitative evaluation when the CSV gives one. Absent for an exam without boxes.
+- "Qualitative Evaluations" (TID 1500 row 12): per breast, "Assessment Category" =
+  BI-RADS (CID 6027) and "Breast composition" = density (CID 6000), each with finding site
+  Breast + laterality and the breast's images (INFERRED FROM, "Source"). Images of one side
+  that disagree (never in the release) get items of their own, so nothing is lost. They
+  are not measurement groups: a viewer (OHIF) draws every measurement group as a region
+  and fails on a group without one.
 
 Tracking identifier of a finding group (the text is lossless; the UID links SR and SEG)::
 
@@ -23,7 +26,6 @@ verbatim (no spaces inside a value), e.g.
 ``VinDr finding ['Mass'] box 1234.5678710938 412.3456789012345 1500.25 -3.5``.
 :func:`converter.naming.parse_finding_identifier` inverts it; the UID is
 :func:`converter.naming.finding_tracking_uid`.
-Breast groups are identified ``VinDr breast L`` (``VinDr breast L #2`` for a further group).
 
 Every date and time the SR carries is fixed (:data:`converter.codes.ANNOTATION_DATE`), all
 UIDs are derived from the VinDr ids, so the same input gives the same bytes.
@@ -43,7 +45,7 @@ from pydicom.dataset import Dataset
 from .. import __version__, codes
 from ..errors import ExportError
 from ..naming import (
-    breast_tracking,
+    derived_uid,
     finding_tracking_uid,
     format_finding_identifier,
     hex_to_uid,
@@ -54,17 +56,24 @@ from ..records import Box, Finding, ImageRecord, StudyRecord
 from .common import CodeKey, code_key, fix_identity, key_of, with_transfer_syntax
 from .masks import box_to_polyline, polyline_to_box, scoord_box
 
+_BIRADS_BY_CODE = {(c.scheme_designator, c.value): n for n, c in codes.BIRADS_CODES.items()}
+_DENSITY_BY_CODE = {(c.scheme_designator, c.value): d for d, c in codes.DENSITY_CODES.items()}
+_LATERALITY_BY_CODE = {
+    (c.scheme_designator, c.value): lat for lat, c in codes.LATERALITY_CODES.items()
+}
+_IMAGE_LIBRARY = ("DCM", "111028")
+_IMAGING_MEASUREMENTS = code_key(codes.IMAGING_MEASUREMENTS)
+_ASSESSMENT = code_key(codes.ASSESSMENT_CATEGORY)
+_COMPOSITION = code_key(codes.BREAST_COMPOSITION)
+_FINDING_SITE = ("SCT", "363698007")
+_LATERALITY = ("SCT", "272741003")
+
 # --- value builders -------------------------------------------------------------------------
 
 
 def birads_evaluation(birads: int) -> hd.sr.QualitativeEvaluation:
     """Assessment Category = BI-RADS ``birads`` (CID 6027)."""
     return hd.sr.QualitativeEvaluation(codes.ASSESSMENT_CATEGORY, codes.BIRADS_CODES[birads])
-
-
-def density_evaluation(density: str) -> hd.sr.QualitativeEvaluation:
-    """Breast composition = density ``A``..``D`` (CID 6000)."""
-    return hd.sr.QualitativeEvaluation(codes.BREAST_COMPOSITION, codes.DENSITY_CODES[density])
 
 
 def breast_site(laterality: str) -> hd.sr.FindingSite:
@@ -110,49 +119,88 @@ def finding_group(
     )
 
 
-def breast_groups(
+def breast_assessments(
     study: StudyRecord, datasets: dict[str, Dataset]
-) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """TID 1501 groups with breast-level BI-RADS and density, one per breast (R, then L)."""
+) -> list[hd.sr.CodeContentItem]:
+    """Breast-level BI-RADS and density, two CODE items per breast (R, then L).
+
+    Each item ("Assessment Category" = BI-RADS, CID 6027; "Breast composition" = density,
+    CID 6000) carries the finding site Breast with its laterality and, as INFERRED FROM
+    "Source" images, the images of that breast. Images of one side that disagree (never in
+    the release) get items of their own, so nothing is lost.
+    """
     keys: dict[tuple[str, int, str], list[ImageRecord]] = {}
     for image in study.images:
         key = (image.laterality, image.breast_birads, image.breast_density)
         keys.setdefault(key, []).append(image)
     order = sorted(keys, key=lambda k: ({"R": 0, "L": 1}.get(k[0], 2), k[0], k[1], k[2]))
-    groups = []
-    numbers: dict[str, int] = {}
+    items = []
     for laterality, birads, density in order:
-        numbers[laterality] = numbers.get(laterality, 0) + 1
-        text, uid = breast_tracking(study.study_id, laterality, numbers[laterality])
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=text),
-                finding_sites=[breast_site(laterality)],
-                qualitative_evaluations=[birads_evaluation(birads), density_evaluation(density)],
-                source_images=[
-                    hd.sr.SourceImageForMeasurementGroup.from_source_image(
-                        datasets[image.image_id]
-                    )
-                    for image in keys[(laterality, birads, density)]
-                ],
-            )
-        )
-    return groups
+        sources = [datasets[image.image_id] for image in keys[(laterality, birads, density)]]
+        for name, value in ((codes.ASSESSMENT_CATEGORY, codes.BIRADS_CODES[birads]),
+                            (codes.BREAST_COMPOSITION, codes.DENSITY_CODES[density])):
+            item = hd.sr.CodeContentItem(name=name, value=value,
+                                         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+            item.ContentSequence = hd.sr.ContentSequence(
+                [breast_site(laterality), *(_source_image(ds) for ds in sources)])
+            items.append(item)
+    return items
+
+
+def _source_image(image: Dataset) -> hd.sr.ImageContentItem:
+    """An image an assessment was inferred from (concept name "Source", as in TID 1501)."""
+    return hd.sr.ImageContentItem(
+        name=codes.SOURCE,
+        referenced_sop_class_uid=image.SOPClassUID,
+        referenced_sop_instance_uid=image.SOPInstanceUID,
+        relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+    )
 
 
 def measurement_report(study: StudyRecord, images: Sequence[Dataset]) -> hd.sr.MeasurementReport:
-    """TID 1500 content of one exam."""
+    """TID 1500 content of one exam.
+
+    The finding boxes are the measurement groups of "Imaging Measurements"; the breast-level
+    assessments are in the report's "Qualitative Evaluations" container (TID 1500 row 12),
+    not in measurement groups: viewers (OHIF) expect every measurement group to be a region.
+    An exam without boxes has no "Imaging Measurements" container (TID 1500 asks for one of
+    the two); highdicom 0.28 insists on one measurement group, so it builds the report
+    with a placeholder group and that container is then removed.
+    """
     datasets = _by_image_id(study, images)
-    groups: list = breast_groups(study, datasets)
-    for image in study.images:
-        for index, finding in enumerate(image.findings):
-            groups.append(finding_group(image, index, finding, datasets[image.image_id]))
-    return hd.sr.MeasurementReport(
+    groups: list = [
+        finding_group(image, index, finding, datasets[image.image_id])
+        for image in study.images
+        for index, finding in enumerate(image.findings)
+    ]
+    placeholder = [hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid("placeholder"),
+                                                     identifier="placeholder"))]
+    report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(),
         procedure_reported=codes.IMAGING_PROCEDURE,
-        imaging_measurements=groups,
+        imaging_measurements=groups or placeholder,
         referenced_images=list(images),
     )
+    root = report[0]
+    if not groups:
+        root.ContentSequence = hd.sr.ContentSequence(
+            [item for item in root.ContentSequence if _concept(item) != _IMAGING_MEASUREMENTS],
+            is_root=False)
+    evaluations = hd.sr.ContainerContentItem(
+        name=codes.QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    evaluations.ContentSequence = hd.sr.ContentSequence(breast_assessments(study, datasets))
+    root.ContentSequence.append(evaluations)
+    return report
+
+
+def _concept(item: Dataset) -> CodeKey | None:
+    """(scheme, value) of a content item's concept name, None without one."""
+    names = item.get("ConceptNameCodeSequence")
+    if not names:
+        return None
+    return (str(names[0].CodingSchemeDesignator), str(names[0].CodeValue))
 
 
 # --- IOD ----------------------------------------------------------------------------------------
@@ -214,12 +262,6 @@ def _by_image_id(study: StudyRecord, images: Sequence[Dataset]) -> dict[str, Dat
 
 # --- reading back ----------------------------------------------------------------------
 
-_BIRADS_BY_CODE = {(c.scheme_designator, c.value): n for n, c in codes.BIRADS_CODES.items()}
-_DENSITY_BY_CODE = {(c.scheme_designator, c.value): d for d, c in codes.DENSITY_CODES.items()}
-_LATERALITY_BY_CODE = {
-    (c.scheme_designator, c.value): lat for lat, c in codes.LATERALITY_CODES.items()
-}
-_IMAGE_LIBRARY = ("DCM", "111028")
 
 
 # --- reading an SR --------------------------------------------------------------------------
@@ -227,10 +269,8 @@ _IMAGE_LIBRARY = ("DCM", "111028")
 
 @dataclass(frozen=True)
 class SrBreast:
-    """A TID 1501 breast group as read back."""
+    """One breast's assessments as read back (its BI-RADS and density items, paired)."""
 
-    tracking_uid: str
-    tracking_identifier: str
     laterality: str | None
     birads: int | None
     density: str | None
@@ -238,6 +278,11 @@ class SrBreast:
     birads_code: CodeKey | None = None
     density_code: CodeKey | None = None
     laterality_code: CodeKey | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``breast R (2 images)``."""
+        return f"breast {self.laterality or '?'} ({len(self.image_uids)} images)"
 
 
 @dataclass(frozen=True)
@@ -331,7 +376,8 @@ def read_sr(ds: Dataset) -> SrReport:
         library=_library_uids(ds),
     )
     content = sr.content
-    report.breasts = [_read_breast(group) for group in content.get_image_measurement_groups()]
+    report.breasts, problems = _read_breasts(ds)
+    report.problems += [f"SR {report.sop_instance_uid}: {text}" for text in problems]
     for group in content.get_planar_roi_measurement_groups():
         try:
             report.findings.append(_read_finding(group))
@@ -341,22 +387,51 @@ def read_sr(ds: Dataset) -> SrReport:
     return report
 
 
-def _read_breast(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> SrBreast:
-    """A TID 1501 breast group as read back."""
-    _, lat_code = _finding_site(group)
-    birads_code = _evaluation(group, codes.ASSESSMENT_CATEGORY)
-    density_code = _evaluation(group, codes.BREAST_COMPOSITION)
-    return SrBreast(
-        tracking_uid=str(group.tracking_uid),
-        tracking_identifier=str(group.tracking_identifier),
-        laterality=_LATERALITY_BY_CODE.get(lat_code) if lat_code else None,
-        birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
-        density=_DENSITY_BY_CODE.get(density_code) if density_code else None,
-        image_uids=tuple(str(s.referenced_sop_instance_uid) for s in group.source_images),
-        birads_code=birads_code,
-        density_code=density_code,
-        laterality_code=lat_code,
-    )
+def _read_breasts(ds: Dataset) -> tuple[list[SrBreast], list[str]]:
+    """The breast assessments of the "Qualitative Evaluations" container, paired per breast."""
+    pending: dict[tuple[CodeKey | None, tuple[str, ...]], dict[str, CodeKey | None]] = {}
+    problems: list[str] = []
+    for container in ds.get("ContentSequence", []):
+        if _concept(container) != code_key(codes.QUALITATIVE_EVALUATIONS):
+            continue
+        for item in container.get("ContentSequence", []):
+            name = _concept(item)
+            kind = {_ASSESSMENT: "birads", _COMPOSITION: "density"}.get(name)  # type: ignore[arg-type]
+            if kind is None or not item.get("ConceptCodeSequence"):
+                problems.append(f"qualitative evaluation {name} is not a breast assessment")
+                continue
+            children = list(item.get("ContentSequence", []))
+            lat_code = next((_laterality_of(c) for c in children
+                             if _concept(c) == _FINDING_SITE), None)
+            images = tuple(str(c.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+                           for c in children if c.get("ValueType") == "IMAGE")
+            codes_of = pending.setdefault((lat_code, images), {})
+            if kind in codes_of:
+                problems.append(f"two {kind} items for breast {lat_code} images {images}")
+            value = item.ConceptCodeSequence[0]
+            codes_of[kind] = (str(value.CodingSchemeDesignator), str(value.CodeValue))
+    breasts = []
+    for (lat_code, images), found in pending.items():
+        birads_code, density_code = found.get("birads"), found.get("density")
+        breasts.append(SrBreast(
+            laterality=_LATERALITY_BY_CODE.get(lat_code) if lat_code else None,
+            birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
+            density=_DENSITY_BY_CODE.get(density_code) if density_code else None,
+            image_uids=images,
+            birads_code=birads_code,
+            density_code=density_code,
+            laterality_code=lat_code,
+        ))
+    return breasts, problems
+
+
+def _laterality_of(site: Dataset) -> CodeKey | None:
+    """The Laterality modifier of a Finding Site item."""
+    for child in site.get("ContentSequence", []):
+        if _concept(child) == _LATERALITY and child.get("ConceptCodeSequence"):
+            value = child.ConceptCodeSequence[0]
+            return (str(value.CodingSchemeDesignator), str(value.CodeValue))
+    return None
 
 
 def _read_finding(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> SrFinding:
@@ -393,10 +468,9 @@ __all__ = [
     "SrReport",
     "birads_evaluation",
     "box_region",
-    "breast_groups",
+    "breast_assessments",
     "breast_site",
     "build_sr",
-    "density_evaluation",
     "finding_group",
     "measurement_report",
     "read_sr",
