@@ -174,10 +174,10 @@ ANNOTATION_TIME = "000000"  # ContentTime / InstanceCreationTime / SeriesTime
 ANNOTATION_DATETIME = ANNOTATION_DATE + ANNOTATION_TIME  # ContributionDateTime (DT)
 
 SR_SERIES_NUMBER = 901
-SEG_SERIES_NUMBER = 902
+SEG_SERIES_NUMBER = 1000  # + the MG's place in the exam: one series per SEG
 SR_INSTANCE_NUMBER = 1
 SR_SERIES_DESCRIPTION = "VinDr-Mammo annotations (TID 1500)"
-SEG_SERIES_DESCRIPTION = "VinDr-Mammo finding boxes"
+SEG_SERIES_DESCRIPTION = "finding boxes"  # after "R-CC " etc.
 SEG_CONTENT_LABEL = "FINDING_BOXES"  # CS, at most 16 characters
 SEG_CONTENT_DESCRIPTION = "VinDr-Mammo finding boxes, one segment per box row"
 DEVICE_SERIAL_NUMBER = "1"  # Type 1 in the SEG's Enhanced General Equipment module

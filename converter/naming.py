@@ -14,7 +14,7 @@ Patient and study
     One patient per exam, ``VINDR-<study_id>`` (:func:`patient_id`); the split is the study
     description ``VinDr-Mammo-<split>`` (:func:`study_description`, :func:`split_of`).
 Tracking identifiers
-    ``VinDr finding <labels> box <xmin> <ymin> <xmax> <ymax>`` for a finding box row
+    ``VinDr finding <labels> [BI-RADS <n>] box <xmin> <ymin> <xmax> <ymax>`` for a finding box row
     (:func:`format_finding_identifier`, :func:`parse_finding_identifier`).
 CSV values
     ``BI-RADS 4``, ``DENSITY C`` and the Python-list literal of ``finding_categories``, parsed
@@ -167,30 +167,36 @@ def format_categories(labels: Sequence[str]) -> str:
 # --- tracking identifiers --------------------------------------------------------------------
 
 _FINDING_ID = re.compile(
-    rf"^{re.escape(codes.FINDING_TRACKING_PREFIX)} (\[.*\]) box (\S+) (\S+) (\S+) (\S+)$"
+    rf"^{re.escape(codes.FINDING_TRACKING_PREFIX)} (\[.*\])(?: BI-RADS ([0-6]))? "
+    r"box (\S+) (\S+) (\S+) (\S+)$"
 )
 
 
 @dataclass(frozen=True)
 class FindingIdentifier:
-    """Parsed tracking identifier of a finding group: labels in order, exact box text."""
+    """Parsed tracking identifier of a finding group: labels in order, BI-RADS, exact box text."""
 
     labels: tuple[str, ...]
     box: Box
+    birads: int | None = None
 
 
-def format_finding_identifier(labels: Sequence[str], box: Box) -> str:
-    """``VinDr finding ['Mass'] box 1234.5678710938 412.3456789012345 1500.25 -3.5``.
+def format_finding_identifier(labels: Sequence[str], box: Box, birads: int | None = None) -> str:
+    """``VinDr finding ['Mass', 'Focal Asymmetry'] BI-RADS 4 box 1234.5678710938 412.34 1500.25 -3.5``.
 
     The labels are the CSV's ``finding_categories`` literal (order kept), the coordinates
-    the CSV's text verbatim, so the identifier is lossless.
+    the CSV's text verbatim, so the identifier is lossless; the finding BI-RADS, when the
+    CSV gives one, is there for readers (a viewer's box label), its coded value is the SR's
+    qualitative evaluation.
     """
     if not labels:
         raise ValueError("a finding needs at least one label")
     for value in box.text:
         if not value or any(ch.isspace() for ch in value):
             raise ValueError(f"coordinate text with whitespace cannot be encoded: {value!r}")
-    return f"{codes.FINDING_TRACKING_PREFIX} {format_categories(labels)} box {' '.join(box.text)}"
+    assessment = "" if birads is None else f" {format_birads(birads)}"
+    return (f"{codes.FINDING_TRACKING_PREFIX} {format_categories(labels)}{assessment} "
+            f"box {' '.join(box.text)}")
 
 
 def parse_finding_identifier(text: str) -> FindingIdentifier:
@@ -204,4 +210,5 @@ def parse_finding_identifier(text: str) -> FindingIdentifier:
         raise ValueError(f"bad label list in tracking identifier: {text!r}") from exc
     if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
         raise ValueError(f"bad label list in tracking identifier: {text!r}")
-    return FindingIdentifier(tuple(labels), Box.from_text(*match.group(2, 3, 4, 5)))
+    birads = int(match.group(2)) if match.group(2) else None
+    return FindingIdentifier(tuple(labels), Box.from_text(*match.group(3, 4, 5, 6)), birads)

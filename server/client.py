@@ -155,15 +155,26 @@ class OrthancClient:
         return StoreAnswer(status=status, orthanc_id=str(answer.get("ID", "")))
 
     def find(
-        self, level: str, query: Mapping[str, str], *, expand: bool = True
+        self, level: str, query: Mapping[str, str], *, expand: bool = True,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """``POST /tools/find`` at ``level`` (Patient, Study, Series, Instance).
 
         Values follow C-FIND matching: ``*`` wildcards and ``\\``-separated UID lists work
         here (unlike QIDO query strings on Debian's builds).
         """
-        body = {"Level": level, "Query": dict(query), "Expand": expand}
+        body: dict[str, Any] = {"Level": level, "Query": dict(query), "Expand": expand}
+        if limit is not None:
+            body["Limit"] = limit
         return list(self._request("POST", "/tools/find", json=body).json())
+
+    def study_uid_of_series(self, series: Mapping[str, Any]) -> str | None:
+        """The StudyInstanceUID of an expanded ``/tools/find`` series answer."""
+        parent = series.get("ParentStudy")
+        if not parent:
+            return None
+        study = self._request("GET", f"/studies/{parent}").json()
+        return study.get("MainDicomTags", {}).get("StudyInstanceUID")
 
     def sop_instance_uids(self, study_uids: Iterable[str]) -> set[str]:
         """SOP Instance UIDs stored in Orthanc under any of ``study_uids``.

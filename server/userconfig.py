@@ -42,10 +42,15 @@ def config_path() -> Path:
     return Path(base) / "vindr-dicom" / "server.json"
 
 
+def data_home() -> Path:
+    """The project's data folder: ``${XDG_DATA_HOME:-~/.local/share}/vindr-dicom``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vindr-dicom"
+
+
 def default_data_dir() -> Path:
     """Default PACS data folder: ``${XDG_DATA_HOME:-~/.local/share}/vindr-dicom/orthanc``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "vindr-dicom" / "orthanc"
+    return data_home() / "orthanc"
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,8 @@ def test_seg_read_back(rich, tmp_path):
         for index, item in enumerate(image.findings):
             desc = back.get_segment_description(index + 1)
             assert desc.tracking_uid == finding_tracking_uid(image.study_id, image.image_id, index)
-            assert desc.tracking_id == format_finding_identifier(item.categories, item.box)
+            assert desc.tracking_id == format_finding_identifier(item.categories, item.box,
+                                                                item.birads)
             assert _key(desc.segmented_property_type) == _key(
                 codes.FINDING_CODES[item.categories[0]]
             )
@@ -259,3 +260,23 @@ def test_check_sr_seg_wrong_image_set(rich):
     present = [s for s in segs.values() if s is not None]
     messages = check_sr_seg(sr, present, images[:2])
     assert any("not among the exam's images" in m for m in messages)
+
+
+def test_one_series_per_seg_with_plane_geometry(rich):
+    """Viewers show one SEG per series and need pixel measures and plane orientation."""
+    study, images, segs = rich
+    made = [(image, header, segs[image.image_id]) for image, header in zip(study.images, images)
+            if segs[image.image_id] is not None]
+    assert len({seg.SeriesInstanceUID for _, _, seg in made}) == len(made) > 1
+    assert len({seg.SeriesNumber for _, _, seg in made}) == len(made)
+    for image, header, seg in made:
+        assert seg.SeriesNumber == codes.SEG_SERIES_NUMBER + seg_instance_number(header)
+        assert seg.SeriesDescription.startswith(f"{image.laterality}-{image.view} ")
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        measures = shared.PixelMeasuresSequence[0]
+        assert list(measures.PixelSpacing) == list(header.get("PixelSpacing")
+                                                   or header.ImagerPixelSpacing)
+        assert measures.SliceThickness == measures.SpacingBetweenSlices == 1
+        assert list(shared.PlaneOrientationSequence[0].ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+        if len(image.findings) == 1:  # highdicom's own shared item is kept, merged
+            assert "SegmentIdentificationSequence" in shared

@@ -66,28 +66,32 @@ def rich_file(rich, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize(
-    "labels, text",
+    "labels, text, birads",
     [
-        (("Mass",), ("1234.5678710938", "412.3456789012345", "1500.25", "-3.5")),
-        (("Nipple Retraction", "Mass", "Asymmetry", "Global Asymmetry"), ("0", "0", "1", "1e3")),
+        (("Mass",), ("1234.5678710938", "412.3456789012345", "1500.25", "-3.5"), 4),
+        (("Nipple Retraction", "Mass", "Asymmetry", "Global Asymmetry"), ("0", "0", "1", "1e3"),
+         None),
     ],
 )
-def test_identifier_round_trip(labels, text):
+def test_identifier_round_trip(labels, text, birads):
     box = Box.from_text(*text)
-    identifier = format_finding_identifier(labels, box)
+    identifier = format_finding_identifier(labels, box, birads)
     assert identifier.startswith("VinDr finding [")
     parsed = parse_finding_identifier(identifier)
     assert parsed.labels == labels
     assert parsed.box.text == text
+    assert parsed.birads == birads
 
 
 def test_identifier_documented_example():
     box = Box.from_text("1234.5678710938", "412.3456789012345", "1500.25", "-3.5")
     assert (
-        format_finding_identifier(["Mass", "Focal Asymmetry"], box)
-        == "VinDr finding ['Mass', 'Focal Asymmetry'] box "
+        format_finding_identifier(["Mass", "Focal Asymmetry"], box, 4)
+        == "VinDr finding ['Mass', 'Focal Asymmetry'] BI-RADS 4 box "
         "1234.5678710938 412.3456789012345 1500.25 -3.5"
     )
+    assert format_finding_identifier(["Mass"], box) == (
+        "VinDr finding ['Mass'] box 1234.5678710938 412.3456789012345 1500.25 -3.5")
 
 
 @pytest.mark.parametrize(
@@ -98,6 +102,8 @@ def test_identifier_documented_example():
         "VinDr finding ['Mass'] box 1 2 3",
         "VinDr finding ['Mass'] box 1 2 3 x",
         "VinDr finding Mass box 1 2 3 4",
+        "VinDr finding ['Mass'] BI-RADS 7 box 1 2 3 4",
+        "VinDr finding ['Mass'] BI-RADS box 1 2 3 4",
     ],
 )
 def test_identifier_rejects_malformed(text):
@@ -140,6 +146,7 @@ def test_findings_read_back(rich, rich_file):
         parsed = parse_finding_identifier(group.tracking_identifier)
         assert parsed.labels == item.categories
         assert parsed.box.text == item.box.text
+        assert parsed.birads == item.birads
         assert _key(group.finding_type) == _key(codes.FINDING_CODES[item.categories[0]])
         assert _key(group.finding_category) == _key(codes.FINDING_CATEGORY)
         site = group.finding_sites[0]

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from server.settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT
 
-from .console import fail, list_problems, progress_bar, reported_errors
+from .console import err, fail, list_problems, progress_bar, reported_errors
 from .console import out
 
 if TYPE_CHECKING:
@@ -187,9 +187,56 @@ def demo(
         fail(f"the demo stopped early; see {workdir}/out/report.json and the lines above")
 
 
+def view(
+    port: int = typer.Option(3000, "--port", help="The viewer's port (loopback)."),
+    url: Optional[str] = typer.Option(
+        None, "--url", help="Orthanc URL (default: from the credentials file)."
+    ),
+    user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
+    password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
+    ohif: Optional[Path] = typer.Option(
+        None, "--ohif", help="OHIF build folder (default: ~/.local/share/vindr-dicom/ohif/VERSION)."
+    ),
+    install: bool = typer.Option(False, "--install", help="Fetch the OHIF build (npm) and exit."),
+    background: bool = typer.Option(False, "--background", help="Start and return."),
+    stop_it: bool = typer.Option(False, "--stop", help="Stop a viewer started with --background."),
+) -> None:
+    """Show the PACS in the OHIF web viewer, boxes drawn (foreground until Ctrl-C)."""
+    with reported_errors():
+        from server import viewer
+        from server.userconfig import resolve_connection
+
+        if stop_it:
+            out.print("viewer stopped" if viewer.stop_background() else "no viewer was running")
+            return
+        with err.status("fetching the OHIF viewer (npm pack)..."):
+            ohif_dir = viewer.install_ohif(ohif)
+        if install:
+            out.print(f"OHIF {viewer.OHIF_VERSION} in {ohif_dir}")
+            return
+        connection = resolve_connection(url, user, password)
+        settings = viewer.ViewerSettings(ohif_dir, connection, port=port)
+        if background:
+            _, address = viewer.start_background(settings)
+            _print_viewer(address, connection)
+            out.print("Stop it with: vindr-convert view --stop")
+            return
+        viewer.serve_foreground(settings, on_ready=lambda g: _print_viewer(g.url, connection))
+
+
+def _print_viewer(address: str, connection) -> None:
+    from server.viewer import exam_urls
+
+    study_list, exam = exam_urls(address, connection)
+    out.print(f"[bold green]viewer ready[/] (OHIF, PACS {connection.url})")
+    out.print(f"  study list       {study_list}")
+    if exam:
+        out.print(f"  annotated exam   {exam}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``stop``, ``load``, ``verify`` and ``demo`` to ``app``."""
-    for command in (serve, stop, load, verify, demo):
+    """Add ``serve``, ``stop``, ``load``, ``verify``, ``view`` and ``demo`` to ``app``."""
+    for command in (serve, stop, load, verify, view, demo):
         app.command()(command)
 
 

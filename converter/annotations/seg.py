@@ -25,6 +25,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 
 from .. import __version__, codes
 from ..naming import derived_uid, finding_tracking_uid, format_finding_identifier
@@ -34,24 +35,55 @@ from .masks import box_mask
 
 SEGMENT_LABEL_MAX = 64  # LO
 
+NOMINAL_THICKNESS = 1  # mm, see add_plane_geometry
 # Attributes removed from the metadata copy handed to highdicom (traps 1 and 2).
 _STRIPPED = ("PixelData", "PixelSpacing", "FrameOfReferenceUID", "PositionReferenceIndicator")
 
 
 def seg_uids(image: ImageRecord) -> tuple[str, str]:
-    """(SeriesInstanceUID, SOPInstanceUID) of the image's SEG (one SEG series per exam)."""
-    return derived_uid("seg-series", image.study_id), derived_uid("seg", image.image_id)
+    """(SeriesInstanceUID, SOPInstanceUID) of the image's SEG, in a series of its own.
+
+    One series per SEG: viewers (OHIF) show one segmentation per series, so SEGs sharing
+    a series hid each other.
+    """
+    return derived_uid("seg-series", image.image_id), derived_uid("seg", image.image_id)
 
 
 def seg_instance_number(mg: Dataset) -> int:
-    """InstanceNumber in the exam's SEG series: ``100 * (SeriesNumber - 1) + InstanceNumber``.
+    """The MG's place in the exam: ``100 * (SeriesNumber - 1) + InstanceNumber``.
 
     Equal to the MG's InstanceNumber in a one-series exam, unique in the 28 exams with 2-4
-    series (fewer than 100 images per series).
+    series (fewer than 100 images per series). The SEG's SeriesNumber is
+    :data:`converter.codes.SEG_SERIES_NUMBER` plus this number.
     """
     series = int(mg.get("SeriesNumber") or 1)
     instance = int(mg.get("InstanceNumber") or 1)
     return 100 * max(series - 1, 0) + instance
+
+
+def add_plane_geometry(seg: Dataset, mg: Dataset) -> None:
+    """Pixel Measures and Plane Orientation in the shared functional groups.
+
+    The MG has no Frame of Reference, so highdicom writes neither; viewers need both to lay
+    the mask on the image (OHIF reads ``PixelMeasures.SpacingBetweenSlices`` and the plane
+    orientation, and failed without them), and highdicom's own reader needs SliceThickness
+    beside PixelSpacing. PixelSpacing is the MG's (its PixelSpacing, else its
+    ImagerPixelSpacing); SliceThickness and SpacingBetweenSlices are a nominal 1 mm and the
+    orientation the pixel grid's own axes: one 2D frame, no patient coordinates.
+    Merged into highdicom's shared item, which may hold a SegmentIdentificationSequence.
+    """
+    spacing = mg.get("PixelSpacing") or mg.get("ImagerPixelSpacing")
+    shared = (seg.SharedFunctionalGroupsSequence[0]
+              if seg.get("SharedFunctionalGroupsSequence") else Dataset())
+    measures = Dataset()
+    measures.PixelSpacing = list(spacing)
+    measures.SliceThickness = NOMINAL_THICKNESS
+    measures.SpacingBetweenSlices = NOMINAL_THICKNESS
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    shared.PlaneOrientationSequence = DicomSequence([orientation])
+    seg.SharedFunctionalGroupsSequence = DicomSequence([shared])
 
 
 def segment_label(labels: Sequence[str]) -> str:
@@ -84,7 +116,7 @@ def segment_description(image: ImageRecord, index: int) -> hd.seg.SegmentDescrip
         segmented_property_type=codes.FINDING_CODES[finding.categories[0]],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         tracking_uid=finding_tracking_uid(image.study_id, image.image_id, index),
-        tracking_id=format_finding_identifier(finding.categories, finding.box),
+        tracking_id=format_finding_identifier(finding.categories, finding.box, finding.birads),
     )
 
 
@@ -121,9 +153,9 @@ def build_seg(image: ImageRecord, mg: Dataset) -> hd.seg.Segmentation | None:
             segment_description(image, index) for index in range(len(image.findings))
         ],
         series_instance_uid=series_uid,
-        series_number=codes.SEG_SERIES_NUMBER,
+        series_number=codes.SEG_SERIES_NUMBER + seg_instance_number(mg),
         sop_instance_uid=sop_uid,
-        instance_number=seg_instance_number(mg),
+        instance_number=1,
         manufacturer=codes.MANUFACTURER,
         manufacturer_model_name=codes.MANUFACTURER,
         software_versions=__version__,
@@ -132,7 +164,7 @@ def build_seg(image: ImageRecord, mg: Dataset) -> hd.seg.Segmentation | None:
         content_description=codes.SEG_CONTENT_DESCRIPTION,
         transfer_syntax_uid=codes.EXPLICIT_VR_LITTLE_ENDIAN,
         omit_empty_frames=True,
-        series_description=codes.SEG_SERIES_DESCRIPTION,
+        series_description=f"{image.laterality}-{image.view} {codes.SEG_SERIES_DESCRIPTION}",
         content_date=codes.ANNOTATION_DATE,
         content_time=codes.ANNOTATION_TIME,
         series_date=codes.ANNOTATION_DATE,
@@ -140,6 +172,7 @@ def build_seg(image: ImageRecord, mg: Dataset) -> hd.seg.Segmentation | None:
     )
     if "PatientOrientation" in mg:
         seg.PatientOrientation = mg.PatientOrientation  # trap 3
+    add_plane_geometry(seg, mg)
     dimension_uid = derived_uid("seg-dimensions", image.image_id)
     for item in seg.get("DimensionOrganizationSequence", []):
         item.DimensionOrganizationUID = dimension_uid
@@ -158,6 +191,7 @@ def read_seg(seg: Dataset | Path | str) -> hd.seg.Segmentation:
 
 
 __all__ = [
+    "add_plane_geometry",
     "build_seg",
     "read_seg",
     "seg_instance_number",

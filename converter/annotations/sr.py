@@ -18,12 +18,14 @@ Content tree, built with highdicom from small value builders up:
 
 Tracking identifier of a finding group (the text is lossless; the UID links SR and SEG)::
 
-    VinDr finding <labels> box <xmin> <ymin> <xmax> <ymax>
+    VinDr finding <labels> [BI-RADS <n>] box <xmin> <ymin> <xmax> <ymax>
 
 ``<labels>`` is the CSV's ``finding_categories`` Python-list literal
-(:func:`converter.naming.format_categories`, order kept, e.g. ``['Mass', 'Focal Asymmetry']``); the four coordinates are the CSV's text
+(:func:`converter.naming.format_categories`, order kept, e.g. ``['Mass', 'Focal Asymmetry']``);
+the finding BI-RADS follows when the CSV gives one (for a viewer's label; the coded value is
+the qualitative evaluation, and the two must agree); the four coordinates are the CSV's text
 verbatim (no spaces inside a value), e.g.
-``VinDr finding ['Mass'] box 1234.5678710938 412.3456789012345 1500.25 -3.5``.
+``VinDr finding ['Mass'] BI-RADS 4 box 1234.5678710938 412.3456789012345 1500.25 -3.5``.
 :func:`converter.naming.parse_finding_identifier` inverts it; the UID is
 :func:`converter.naming.finding_tracking_uid`.
 
@@ -108,7 +110,7 @@ def finding_group(
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=finding_tracking_uid(image.study_id, image.image_id, index),
-            identifier=format_finding_identifier(finding.categories, finding.box),
+            identifier=format_finding_identifier(finding.categories, finding.box, finding.birads),
         ),
         referenced_region=box_region(finding.box, dataset),
         finding_type=codes.FINDING_CODES[first],
@@ -444,13 +446,16 @@ def _read_finding(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -
     image_uid = str(roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
     site, lat_code = _finding_site(group)
     birads_code = _evaluation(group, codes.ASSESSMENT_CATEGORY)
+    birads = _BIRADS_BY_CODE.get(birads_code) if birads_code else None
+    if parsed.birads != birads:
+        raise ValueError(f"BI-RADS {parsed.birads} in the tracking identifier, {birads} coded")
     return SrFinding(
         tracking_uid=str(group.tracking_uid),
         tracking_identifier=text,
         image_uid=image_uid,
         labels=parsed.labels,
         box=parsed.box,
-        birads=_BIRADS_BY_CODE.get(birads_code) if birads_code else None,
+        birads=birads,
         scoord=polyline_to_box(roi.value),
         finding_type=key_of(group.finding_type),
         finding_category=key_of(group.finding_category),
