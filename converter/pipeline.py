@@ -38,7 +38,9 @@ from .records import ImageRecord, Problem, ProgressCallback, StudyRecord
 from .release import Release, read_release
 from .repair import (
     changed_attributes,
+    SourceImage,
     chest_wall_on_left,
+    dropped_attributes,
     lenient_reading,
     patient_orientation,
     read_source,
@@ -174,6 +176,7 @@ def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_n
     header = repair_dataset(source.header, image,
                             patient_orientation(image.laterality, image.view, left),
                             series_number, instance_number)
+    _report_source(source, problems, where)
     for keyword, change in changed_attributes(source.header, header):
         same_side = keyword == "Laterality" and source.header.Laterality == image.laterality
         problems.append(Problem("info" if same_side else "warning", "attribute-changed",
@@ -187,6 +190,19 @@ def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_n
     row = _row("MG", image, image.study_id, header, out, dest, written.sha256,
                image.relpath, written.source_sha256)
     return header, row
+
+
+def _report_source(source: SourceImage, problems: list[Problem], where: dict[str, str]) -> None:
+    """Report what of the source file does not reach the output: dropped elements (once
+    each, by name and tag, never by value) and bytes after the Pixel Data."""
+    for name, valued in dropped_attributes(source.header):
+        problems.append(Problem("warning" if valued else "info", "attribute-dropped",
+                                f"{name} dropped: not on the de-identification keep-list",
+                                **where))
+    if source.trailing_bytes:
+        problems.append(Problem("warning", "trailing-bytes",
+                                f"{source.trailing_bytes} byte(s) after the Pixel Data "
+                                "element: not copied", **where))
 
 
 def convert_study(study: StudyRecord, out: Path, options: ConvertOptions) -> StudyResult:
