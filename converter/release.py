@@ -92,7 +92,12 @@ def read_csv_rows(path: Path, header: tuple[str, ...],
         found = tuple(next(reader))
         if found != header:
             raise ReleaseError(f"{path.name}: unexpected header {','.join(found)}")
-        return [(reader.line_num, row) for row in reader if row]
+        rows, start = [], reader.line_num + 1
+        for row in reader:  # a quoted field may span lines: number a row by its first line
+            if row:
+                rows.append((start, row))
+            start = reader.line_num + 1
+        return rows
     except StopIteration:
         raise ReleaseError(f"{path.name} is empty") from None
     except csv.Error as exc:

@@ -25,6 +25,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
@@ -240,7 +241,7 @@ def _repair(source: Dataset, record: ImageRecord, orientation: list[str],
             series_number: int, instance_number: int) -> Dataset:
     _check_header(source, record)
     ds = kept_copy(source)
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SpecificCharacterSet = _character_set(ds)
     ds.SOPClassUID = codes.MG_FOR_PRESENTATION
     ds.SOPInstanceUID = hex_to_uid(record.image_id)
     set_patient_and_study(ds, record.study_id, record.split)
@@ -316,6 +317,25 @@ def kept_copy(source: Dataset) -> Dataset:
                     del item[tag]
         ds.add(element)
     return ds
+
+
+_TEXT_VRS = ("SH", "LO", "ST", "LT", "UT", "UC", "PN", "CS", "AS", "DS", "IS")
+
+
+def _character_set(ds: Dataset) -> str:
+    """``ISO_IR 100`` (Latin-1), or ``ISO_IR 192`` (UTF-8) when a kept text value needs
+    it: pydicom would otherwise write such a character as ``?``, silently."""
+    for element in ds:
+        if element.VR not in _TEXT_VRS or element.value is None:
+            continue
+        values = element.value if isinstance(element.value, (list, MultiValue)) else [
+            element.value]
+        try:
+            for value in values:
+                str(value).encode("latin-1")
+        except UnicodeEncodeError:
+            return "ISO_IR 192"
+    return "ISO_IR 100"
 
 
 def _element_name(element: DataElement) -> str:
@@ -433,7 +453,7 @@ def header_bytes(header: Dataset) -> bytes:
     encoded in its VR (e.g. a US value above 65535)."""
     try:
         return dataset_bytes(header)
-    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+    except (AttributeError, TypeError, ValueError, OverflowError, struct.error, OSError) as exc:
         raise RepairError(f"header cannot be written ({type(exc).__name__}: {exc})") from None
 
 
