@@ -125,6 +125,51 @@ DEID_METHOD_CODES: tuple[Code, ...] = (
 )
 DEID_METHOD_TEXT = "VinDr-Mammo keep-list; identifiers rebuilt by vindr-dicom"  # LO <= 64
 
+# --- De-identification keep-list (converter.repair) -----------------------------------------
+# The only source attributes an image carries over: those the VinDr-Mammo release is known to
+# keep (its own de-identification kept 46 top-level attributes; vindr-release.md lists the
+# known ones and converter.synth writes them). Everything else, every private element and
+# private creator included, is dropped and reported (``attribute-dropped``); the repair then
+# sets the attributes of REPAIR_ATTRIBUTES.
+SOURCE_KEEP_LIST: frozenset[str] = frozenset({
+    # patient characteristics (Retain Patient Characteristics Option)
+    "PatientSex", "PatientAge", "PatientSize", "PatientWeight",
+    # identity: the hex digests, mapped to 2.25 UIDs by the repair
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+    # series and equipment
+    "Modality", "BodyPartExamined", "Laterality", "Manufacturer", "ManufacturerModelName",
+    # mammography image
+    "PresentationIntentType", "ImageLaterality", "ViewPosition", "ImagerPixelSpacing",
+    "PixelSpacing",
+    # image pixel module
+    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+    "BitsStored", "HighBit", "PixelRepresentation", "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    # presentation: windows, VOI LUTs, rescale, presentation LUT
+    "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTSequence",
+    "RescaleIntercept", "RescaleSlope", "RescaleType", "PresentationLUTShape",
+    # lossy compression flags
+    "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
+})
+# Inside the items of a kept sequence, only these attributes are kept.
+SOURCE_ITEM_KEEP_LIST: dict[str, frozenset[str]] = {
+    "VOILUTSequence": frozenset({"LUTDescriptor", "LUTExplanation", "LUTData"}),
+}
+# What converter.repair.repair_dataset sets on every image (added or replaced).
+REPAIR_ATTRIBUTES: frozenset[str] = frozenset({
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "PatientName", "PatientID",
+    "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientIdentityRemoved",
+    "DeidentificationMethod", "DeidentificationMethodCodeSequence", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "StudyDescription", "SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "Modality",
+    "Manufacturer", "BodyPartExamined", "PresentationIntentType", "ImageType",
+    "PatientOrientation", "ImageLaterality", "ViewPosition", "ViewCodeSequence",
+    "AnatomicRegionSequence", "OrganExposed", "PositionerType", "DetectorType",
+    "AcquisitionContextSequence", "BurnedInAnnotation", "PixelIntensityRelationship",
+    "PixelIntensityRelationshipSign", "PresentationLUTShape", "RescaleIntercept",
+    "RescaleSlope", "RescaleType", "LossyImageCompression", "ContributingEquipmentSequence",
+})
+
 # --- PatientOrientation (PS3.3 C.8.11.7 / PS3.17 mammography orientation) -------------------
 # The column direction (top -> bottom) for a non-flipped image; the row direction is A when
 # the chest wall lies on the left image edge (nipple towards the right), P otherwise.

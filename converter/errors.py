@@ -33,6 +33,10 @@ class ReleaseError(VindrError):
     """The release folder cannot be used at all (missing CSV, wrong header...)."""
 
 
+class OutputError(VindrError):
+    """The output folder cannot be used: locked by another run, not writable, disk full."""
+
+
 class ManifestError(VindrError, ValueError):
     """A conversion output folder's manifest is missing or malformed."""
 
@@ -60,6 +64,7 @@ __all__ = [
     "EXIT_UNUSABLE",
     "ExportError",
     "ManifestError",
+    "OutputError",
     "ReleaseError",
     "RepairError",
     "ValidatorMissing",

@@ -220,6 +220,8 @@ def export_folder(out_dir: Path, dest: Path | None = None) -> tuple[list[Row], l
     :class:`~converter.errors.ExportError` when ``out_dir`` is not a converted output folder.
     """
     out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ExportError(f"{out_dir} does not exist (or is not a folder)")
     if not (out_dir / "images").is_dir():
         raise ExportError(f"{out_dir}: no images/ folder (is it a folder written by convert?)")
     images = read_headers((out_dir / "images").glob("**/*.dcm"))

@@ -113,16 +113,21 @@ def split_of(description: str) -> str:
 
 # --- CSV values ------------------------------------------------------------------------------
 
-_BIRADS = re.compile(r"^BI-RADS ([0-6])$")
+_BIRADS = re.compile(r"^BI-RADS ([0-9])$")
 _DENSITY = re.compile(r"^DENSITY ([A-D])$")
 
 
 def parse_birads(text: str) -> int:
-    """``'BI-RADS 4'`` -> 4; raises ValueError otherwise."""
+    """``'BI-RADS 4'`` -> 4; raises ValueError otherwise, and for a category outside the
+    scale that can be encoded (:data:`codes.BIRADS_CODES`, 0..5: BI-RADS 6 is not used)."""
     match = _BIRADS.match(text)
     if not match:
         raise ValueError(f"not a BI-RADS value: {text!r}")
-    return int(match.group(1))
+    value = int(match.group(1))
+    if value not in codes.BIRADS_CODES:
+        raise ValueError(f"{text!r} is outside the BI-RADS scale of the release "
+                         f"({min(codes.BIRADS_CODES)} to {max(codes.BIRADS_CODES)})")
+    return value
 
 
 def format_birads(value: int | None) -> str:
@@ -156,6 +161,9 @@ def parse_categories(text: str) -> tuple[str, ...]:
         raise ValueError(f"unknown finding label(s) {unknown} in {text!r}")
     if codes.NO_FINDING in value and len(value) > 1:
         raise ValueError(f"'No Finding' combined with other labels: {text!r}")
+    if format_categories(value) != text:  # e.g. double quotes: would not export as written
+        raise ValueError(f"finding_categories {text!r} is not written as the release writes "
+                         f"it ({format_categories(value)!r})")
     return tuple(value)
 
 

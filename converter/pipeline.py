@@ -17,11 +17,18 @@ Output layout (all paths relative to OUT)::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import fcntl
+import hashlib
 import json
 import logging
 import os
+import signal
+import sys
 import traceback
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,14 +38,17 @@ from pydicom.dataset import Dataset
 from . import __version__, codes
 from .annotations.seg import build_seg
 from .annotations.sr import build_sr
-from .errors import RepairError
-from .fileio import atomic_write
-from .manifest import ManifestRow, write_manifest
+from .errors import OutputError, RepairError
+from .fileio import atomic_write, partial_path
+from .manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from .naming import is_hex_id
 from .records import ImageRecord, Problem, ProgressCallback, StudyRecord
 from .release import Release, read_release
 from .repair import (
     changed_attributes,
+    SourceImage,
     chest_wall_on_left,
+    dropped_attributes,
     lenient_reading,
     patient_orientation,
     read_source,
@@ -51,6 +61,7 @@ from .repair import (
 
 REPORT = "report.json"
 STATE_DIR = ".state"
+LOCK_FILE = ".lock"
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +185,7 @@ def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_n
     header = repair_dataset(source.header, image,
                             patient_orientation(image.laterality, image.view, left),
                             series_number, instance_number)
+    _report_source(source, problems, where)
     for keyword, change in changed_attributes(source.header, header):
         same_side = keyword == "Laterality" and source.header.Laterality == image.laterality
         problems.append(Problem("info" if same_side else "warning", "attribute-changed",
@@ -189,12 +201,50 @@ def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_n
     return header, row
 
 
-def convert_study(study: StudyRecord, out: Path, options: ConvertOptions) -> StudyResult:
-    """Convert one exam; never raises for bad input (problems are returned)."""
+def _report_source(source: SourceImage, problems: list[Problem], where: dict[str, str]) -> None:
+    """Report what of the source file does not reach the output: dropped elements (once
+    each, by name and tag, never by value) and bytes after the Pixel Data."""
+    for name, valued in dropped_attributes(source.header):
+        problems.append(Problem("warning" if valued else "info", "attribute-dropped",
+                                f"{name} dropped: not on the de-identification keep-list",
+                                **where))
+    if source.trailing_bytes:
+        problems.append(Problem("warning", "trailing-bytes",
+                                f"{source.trailing_bytes} byte(s) after the Pixel Data "
+                                "element: not copied", **where))
+
+
+def convert_study(study: StudyRecord, out: Path, options: ConvertOptions,
+                  fingerprint: str | None = None) -> StudyResult:
+    """Convert one exam; never raises for bad input (problems are returned).
+
+    The exam's files that this run does not produce (an image dropped from the CSV, the
+    SEG of an image whose boxes were removed, the SR of an exam with a failed image) are
+    removed. The state file that marks the exam complete is written last, and only when
+    ``fingerprint`` is given and nothing failed; see :func:`exam_fingerprint`.
+    """
+    _state_path(out, study.study_id).unlink(missing_ok=True)
     result = StudyResult(study.study_id, images=len(study.images))
+    headers = _convert_images(study, out, result)
+    if result.failed_images:
+        result.problems.append(Problem(
+            "error", "study-incomplete",
+            f"{result.failed_images} image(s) failed: SR and SEG of this exam not written",
+            study_id=study.study_id))
+    else:
+        _write_annotations(study, headers, out, options, result)
+    prune_study(out, study, result.rows)
+    if fingerprint is not None and not any(p.severity == "error" for p in result.problems):
+        _write_state(out, study.study_id, fingerprint, result)
+    return result
+
+
+def _convert_images(study: StudyRecord, out: Path, result: StudyResult) -> list[Dataset]:
+    """Repair every image of the exam into OUT; failures go to ``result``."""
     numbers = numbering(study)
     headers: list[Dataset] = []
     for image in study.images:
+        _exit_if_orphaned()
         try:
             header, row = convert_image(image, out, *numbers[image.image_id], result.problems)
         except (RepairError, OSError) as exc:
@@ -205,13 +255,12 @@ def convert_study(study: StudyRecord, out: Path, options: ConvertOptions) -> Stu
             continue
         headers.append(header)
         result.rows.append(row)
-    if result.failed_images:
-        result.problems.append(Problem(
-            "error", "study-incomplete",
-            f"{result.failed_images} image(s) failed: SR and SEG of this exam not written",
-            study_id=study.study_id))
-        return result
+    return headers
 
+
+def _write_annotations(study: StudyRecord, headers: list[Dataset], out: Path,
+                       options: ConvertOptions, result: StudyResult) -> None:
+    """The exam's SR and SEGs; an encoder failure is the exam's error, not the run's."""
     try:
         if options.write_sr:
             sr = build_sr(study, headers)
@@ -230,19 +279,96 @@ def convert_study(study: StudyRecord, out: Path, options: ConvertOptions) -> Stu
         result.problems.append(Problem("error", "annotation-failed",
                                        f"{type(exc).__name__}: {exc}", study_id=study.study_id,
                                        detail=traceback.format_exc()))
-        return result
-    _write_state(out, study.study_id, options, result)
-    return result
+
+
+# --- what is in OUT: stale files, state, fingerprints --------------------------------------
+
+
+def _study_files(out: Path, study_id: str) -> list[Path]:
+    """Every file of OUT that belongs to exam ``study_id`` (temporary files included)."""
+    files = [p for folder in ("images", "seg") for p in (out / folder / study_id).glob("*")]
+    files += [out / "sr" / f"{study_id}.dcm", partial_path(out / "sr" / f"{study_id}.dcm")]
+    return [p for p in files if p.is_file()]
+
+
+def prune_study(out: Path, study: StudyRecord, rows: Iterable[ManifestRow]) -> None:
+    """Remove the exam's files that ``rows`` do not list, and its folders left empty."""
+    keep = {out / row.path for row in rows}
+    for path in _study_files(out, study.study_id):
+        if path not in keep:
+            path.unlink()
+    for folder in ("images", "seg"):
+        with contextlib.suppress(OSError):
+            (out / folder / study.study_id).rmdir()  # only when empty
+
+
+def prune_gone(out: Path, study_ids: set[str]) -> None:
+    """Remove the files and state of exams OUT holds but the release no longer has."""
+    found = {p.name for folder in ("images", "seg") for p in (out / folder).glob("*")
+             if p.is_dir()}
+    found |= {p.stem for folder in ("sr", STATE_DIR) for p in (out / folder).glob("*.*")}
+    for study_id in sorted(i for i in found - study_ids if is_hex_id(i)):
+        log.info("removing the output of exam %s, no longer in the release", study_id)
+        for path in _study_files(out, study_id):
+            path.unlink()
+        _state_path(out, study_id).unlink(missing_ok=True)
+        for folder in ("images", "seg"):
+            with contextlib.suppress(OSError):
+                (out / folder / study_id).rmdir()
+
+
+def remove_partials(out: Path) -> None:
+    """Temporary files of an interrupted run (only called while holding the lock)."""
+    for path in out.rglob(".*.partial"):
+        path.unlink(missing_ok=True)
+
+
+def exam_fingerprint(study: StudyRecord, problems: list[Problem],
+                     options: ConvertOptions) -> str:
+    """SHA-256 of everything an exam's output depends on.
+
+    The converter version and options, the exam's parsed records (images, their CSV rows,
+    findings, metadata), the release problems about the exam, and per image the digest
+    SHA256SUMS.txt expects or, for an unlisted file, its size and mtime. CSV line numbers
+    are left out: no object depends on them (the report takes them from this run's
+    reading), so an edit elsewhere in a CSV does not redo every later exam.
+    """
+    images = []
+    for image in study.images:
+        record = asdict(image)
+        record["path"] = image.relpath
+        record["source"] = image.sha256 or _file_stamp(image.path)
+        images.append(record)
+    payload = {"version": __version__, "options": asdict(options), "study": study.study_id,
+               "split": study.split, "images": images, "problems": [asdict(p) for p in problems]}
+    text = json.dumps(_without_rows(payload), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _without_rows(value: object) -> object:
+    """``value`` with every ``row`` key (a CSV line number) removed, recursively."""
+    if isinstance(value, dict):
+        return {k: _without_rows(v) for k, v in value.items() if k != "row"}
+    if isinstance(value, (list, tuple)):
+        return [_without_rows(v) for v in value]
+    return value
+
+
+def _file_stamp(path: Path | None) -> list[int] | None:
+    try:
+        stat = path.stat() if path else None
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns] if stat else None
 
 
 def _state_path(out: Path, study_id: str) -> Path:
     return out / STATE_DIR / f"{study_id}.json"
 
 
-def _write_state(out: Path, study_id: str, options: ConvertOptions, result: StudyResult) -> None:
+def _write_state(out: Path, study_id: str, fingerprint: str, result: StudyResult) -> None:
     state = {
-        "version": __version__,
-        "options": asdict(options),
+        "fingerprint": fingerprint,
         "rows": [asdict(row) for row in result.rows],
         "sizes": {row.path: (out / row.path).stat().st_size for row in result.rows},
         "problems": [asdict(p) for p in result.problems],
@@ -251,26 +377,35 @@ def _write_state(out: Path, study_id: str, options: ConvertOptions, result: Stud
                  fsync=False)
 
 
-def completed(out: Path, study: StudyRecord, options: ConvertOptions) -> StudyResult | None:
-    """The result of an earlier run of this exam when all its objects are in place."""
+def completed(out: Path, study: StudyRecord, fingerprint: str) -> StudyResult | None:
+    """The result of an earlier run of this exam when its input is unchanged (same
+    fingerprint) and all its objects are in place; None otherwise."""
     path = _state_path(out, study.study_id)
     try:
         state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if state.get("version") != __version__ or state.get("options") != asdict(options):
-        return None
-    for rel, size in state["sizes"].items():
-        try:
+        if state.get("fingerprint") != fingerprint:
+            return None
+        for rel, size in state["sizes"].items():
             if (out / rel).stat().st_size != size:
                 return None
-        except OSError:
-            return None
-    rows = [ManifestRow(**row) for row in state["rows"]]
+        rows = [ManifestRow(**row) for row in state["rows"]]
+        problems = [Problem(**p) for p in state["problems"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
     if sum(row.kind == "MG" for row in rows) != len(study.images):
         return None
-    problems = [Problem(**p) for p in state["problems"]]
     return StudyResult(study.study_id, rows, problems, images=len(study.images), skipped=True)
+
+
+def _exam_problems(release: Release) -> dict[str, list[Problem]]:
+    """Release problems by the exam they concern (by study id, or by image id)."""
+    study_of = {image.image_id: image.study_id for image in release.images}
+    by_exam: dict[str, list[Problem]] = defaultdict(list)
+    for problem in release.problems:
+        study_id = problem.study_id or study_of.get(problem.image_id, "")
+        if study_id:
+            by_exam[study_id].append(problem)
+    return by_exam
 
 
 def _problems_for(release: Release, studies: list[StudyRecord]) -> list[Problem]:
@@ -281,6 +416,33 @@ def _problems_for(release: Release, studies: list[StudyRecord]) -> list[Problem]
         if (p.study_id in wanted) or (p.image_id in images)
         or (not p.study_id and not p.image_id)
     ]
+
+
+# --- the run: lock, workers, manifest, report ------------------------------------------------
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on OUT (``OUT/.lock``) for a whole run.
+
+    Raises :class:`OutputError` at once when another run holds it, or when OUT cannot be
+    created or written.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the output folder ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"{out} is being written by another convert run (it holds "
+                              f"{out / LOCK_FILE}): wait for it to end, or choose another "
+                              "output folder") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def convert_release(
@@ -295,61 +457,90 @@ def convert_release(
 
     ``limit`` converts only the first N exams (in CSV order). ``progress(done, total)`` is
     called with the number of images done so far. Raises
-    :class:`~converter.errors.ReleaseError` only when ``src`` is not a usable release; every
-    problem with single images or rows is in the result (and ``report.json``).
+    :class:`~converter.errors.ReleaseError` only when ``src`` is not a usable release and
+    :class:`~converter.errors.OutputError` when ``out`` cannot be used (another run holds
+    it, not writable, disk full); every problem with single images or rows is in the
+    result (and ``report.json``).
     """
     src, out = Path(src), Path(out)
     release = read_release(src)
     studies = release.studies[:limit] if limit else release.studies
-    out.mkdir(parents=True, exist_ok=True)
-    result = ConversionResult(out=out, problems=_problems_for(release, studies))
+    with output_lock(out):
+        remove_partials(out)
+        prune_gone(out, {study.study_id for study in release.studies})
+        result = ConversionResult(out=out, problems=_problems_for(release, studies))
+        results = _convert_studies(release, studies, out, options, workers, progress)
+        _collect(studies, results, result)
+        _write_outputs(out, result, [row for s in studies for row in results[s.study_id].rows])
+    return result
+
+
+def _convert_studies(release: Release, studies: list[StudyRecord], out: Path,
+                     options: ConvertOptions, workers: int | None,
+                     progress: ProgressCallback | None) -> dict[str, StudyResult]:
+    """Each exam's result: resumed when its fingerprint and files match, else converted."""
+    exam_problems = _exam_problems(release)
     total, done = sum(len(s.images) for s in studies), 0
     if progress:
         progress(0, total)
-
     results: dict[str, StudyResult] = {}
-    todo = []
+    todo: list[tuple[StudyRecord, str | None]] = []
     for study in studies:
-        earlier = completed(out, study, options)
-        if earlier is None:
-            todo.append(study)
-        else:
+        problems = exam_problems.get(study.study_id, [])
+        fingerprint = exam_fingerprint(study, problems, options)
+        earlier = completed(out, study, fingerprint)
+        if earlier is not None:
             results[study.study_id] = earlier
             done += earlier.images
+            continue
+        failed = any(p.severity == "error" for p in problems)
+        todo.append((study, None if failed else fingerprint))
     if progress and done:
         progress(done, total)
-
     for study_result in _run(todo, out, options, workers):
         results[study_result.study_id] = study_result
         done += study_result.images
         if progress:
             progress(done, total)
+    return results
 
-    rows: list[ManifestRow] = []
+
+def _collect(studies: list[StudyRecord], results: dict[str, StudyResult],
+             result: ConversionResult) -> None:
+    """Add the exams' figures and problems to ``result``, in CSV order."""
     for study in studies:
         study_result = results[study.study_id]
-        rows.extend(study_result.rows)
         result.problems.extend(study_result.problems)
         result.studies += 1
         result.images += study_result.images
         result.failed_images += study_result.failed_images
         result.skipped_studies += study_result.skipped
-    for row in rows:
-        result.objects[row.kind] = result.objects.get(row.kind, 0) + 1
-    write_manifest(out, rows)
-    write_report(out, result)
-    return result
+        for row in study_result.rows:
+            result.objects[row.kind] = result.objects.get(row.kind, 0) + 1
 
 
-def _run(studies: list[StudyRecord], out: Path, options: ConvertOptions,
+def _write_outputs(out: Path, result: ConversionResult, rows: list[ManifestRow]) -> None:
+    """manifest.csv and report.json; OutputError (not a traceback) when they cannot be."""
+    for name, write in ((MANIFEST_NAME, lambda: write_manifest(out, rows)),
+                        (REPORT, lambda: write_report(out, result))):
+        try:
+            write()
+        except OSError as exc:
+            raise OutputError(f"could not write {out / name}: {exc.strerror or exc}; the "
+                              "converted exams are kept: free space or fix the folder, then "
+                              "re-run to resume") from None
+
+
+def _run(todo: list[tuple[StudyRecord, str | None]], out: Path, options: ConvertOptions,
          workers: int | None) -> Iterable[StudyResult]:
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(studies) <= 1:
-        for study in studies:
-            yield convert_study(study, out, options)
+    if workers == 1 or len(todo) <= 1:
+        for study, fingerprint in todo:
+            yield convert_study(study, out, options, fingerprint)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(convert_study, study, out, options): study for study in studies}
+    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+        futures = {pool.submit(convert_study, study, out, options, fingerprint): study
+                   for study, fingerprint in todo}
         for future in as_completed(futures):
             try:
                 yield future.result()
@@ -362,6 +553,31 @@ def _run(studies: list[StudyRecord], out: Path, options: ConvertOptions,
                                                     f"{type(exc).__name__}: {exc}",
                                                     study_id=study.study_id,
                                                     detail=_traceback(exc))])
+
+
+# --- worker processes die with the main process -----------------------------------------------
+
+_PARENT_PID: int | None = None  # set in worker processes only
+PR_SET_PDEATHSIG = 1
+
+
+def _worker_init() -> None:
+    """Worker initializer: be killed when the parent dies (Linux prctl), and remember it."""
+    global _PARENT_PID
+    _PARENT_PID = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the getppid check still applies
+            log.warning("prctl(PR_SET_PDEATHSIG) unavailable")
+    _exit_if_orphaned()  # the parent may have died before prctl
+
+
+def _exit_if_orphaned() -> None:
+    """In a worker whose parent has died (re-parented), stop at once."""
+    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
+        os._exit(1)
 
 
 def _traceback(exc: BaseException) -> str:

@@ -8,6 +8,8 @@ File checksums are not computed here: the conversion workers verify them while s
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -48,7 +50,12 @@ METADATA_HEADER = (
     "Manufacturer's Model Name",
 )
 
-_SUM_LINE = re.compile(r"^([0-9a-f]{64}) (.+)$")
+# ``<hex> <path>`` (the release), ``<hex>  <path>`` (sha256sum) and ``<hex> *<path>`` (binary).
+_SUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(.+)$")
+_DECIMAL = re.compile(r"^[1-9][0-9]*$")
+# A box coordinate as the release writes it: a finite decimal, optionally with an exponent.
+_COORDINATE = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
+BOM = "\ufeff"
 
 
 @dataclass
@@ -65,22 +72,52 @@ class Release:
         return [image for study in self.studies for image in study.images]
 
 
-def read_csv_rows(path: Path, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+def read_csv_rows(path: Path, header: tuple[str, ...],
+                  problems: list[Problem] | None = None) -> list[tuple[int, list[str]]]:
     """Rows of a release CSV as (line number, fields) after checking the exact header.
 
-    Raises :class:`ReleaseError` when the file is missing, empty or has another header.
+    A UTF-8 byte order mark is ignored and reported in ``problems`` (warning ``csv-bom``).
+    Raises :class:`ReleaseError` when the file is missing, unreadable, not UTF-8, not CSV,
+    empty or has another header.
     """
-    if not path.is_file():
-        raise ReleaseError(f"{path.name} not found in {path.parent}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        try:
-            found = tuple(next(reader))
-        except StopIteration:
-            raise ReleaseError(f"{path.name} is empty") from None
+    text = _read_text(path)
+    if text.startswith(BOM):
+        text = text[len(BOM):]
+        if problems is not None:
+            problems.append(Problem("warning", "csv-bom", "file starts with a UTF-8 BOM "
+                                    "(byte order mark), which the release has not: ignored",
+                                    file=path.name, row=1))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        found = tuple(next(reader))
         if found != header:
             raise ReleaseError(f"{path.name}: unexpected header {','.join(found)}")
-        return [(reader.line_num, row) for row in reader if row]
+        rows, start = [], reader.line_num + 1
+        for row in reader:  # a quoted field may span lines: number a row by its first line
+            if row:
+                rows.append((start, row))
+            start = reader.line_num + 1
+        return rows
+    except StopIteration:
+        raise ReleaseError(f"{path.name} is empty") from None
+    except csv.Error as exc:
+        raise ReleaseError(f"{path.name} line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; ReleaseError naming the file (and line) when it cannot be."""
+    if not path.is_file():
+        raise ReleaseError(f"{path.name} not found in {path.parent}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReleaseError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ReleaseError(f"{path.name} line {line}: not UTF-8 (byte 0x{data[exc.start]:02x} "
+                           f"at offset {exc.start}); the release is UTF-8") from None
 
 
 def _parse_breast_row(line: int, row: list[str]) -> ImageRecord:
@@ -96,9 +133,10 @@ def _parse_breast_row(line: int, row: list[str]) -> ImageRecord:
         raise ValueError(f"view_position {values['view_position']!r} is not CC or MLO")
     if values["split"] not in SPLITS:
         raise ValueError(f"split {values['split']!r} is not training or test")
+    for key in ("height", "width"):
+        if not _DECIMAL.match(values[key]):
+            raise ValueError(f"{key} {values[key]!r} is not a positive whole number")
     height, width = int(values["height"]), int(values["width"])
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size {height}x{width} is not positive")
     return ImageRecord(
         study_id=values["study_id"],
         series_id=values["series_id"],
@@ -142,6 +180,9 @@ def _parse_finding_row(line: int, row: list[str], image: ImageRecord) -> Finding
         return None
     if not all(coords):
         raise ValueError("box row with an empty coordinate")
+    for key, text in zip(("xmin", "ymin", "xmax", "ymax"), coords):
+        if not _COORDINATE.match(text):
+            raise ValueError(f"{key} {text!r} is not a decimal number")
     box = Box.from_text(*coords)
     if not (box.xmin < box.xmax and box.ymin < box.ymax):
         raise ValueError(f"empty box {','.join(coords)}")
@@ -150,21 +191,82 @@ def _parse_finding_row(line: int, row: list[str], image: ImageRecord) -> Finding
 
 
 def _parse_sums(path: Path, problems: list[Problem]) -> dict[str, str]:
+    """SHA256SUMS.txt as relative path -> lowercase hex digest.
+
+    Accepts the release's ``<hex> <path>`` and ``sha256sum``'s ``<hex>  <path>`` and
+    ``<hex> *<path>``; a leading ``./`` is dropped. Bad lines are reported and skipped.
+    """
     sums: dict[str, str] = {}
     if not path.is_file():
         problems.append(Problem("warning", "no-checksums", f"{SUMS_FILE} not found: "
                                 "files cannot be verified", file=SUMS_FILE))
         return sums
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            match = _SUM_LINE.match(line.rstrip("\n"))
-            if not match:
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        match = _SUM_LINE.match(line.lstrip(BOM) if number == 1 else line)
+        if not match:
+            if line.strip():
                 problems.append(Problem("warning", "bad-checksum-line",
                                         "line is not '<sha256> <path>'", file=SUMS_FILE,
                                         row=number))
-                continue
-            sums[match.group(2)] = match.group(1)
+            continue
+        relpath = match.group(2)
+        sums[relpath[2:] if relpath.startswith("./") else relpath] = match.group(1).lower()
     return sums
+
+
+def verify_listed_csvs(root: Path, sums: dict[str, str], problems: list[Problem]) -> None:
+    """Check each annotation CSV against its SHA256SUMS.txt digest before it is used.
+
+    A CSV whose digest differs cannot be trusted (a deleted box row leaves a valid file):
+    :class:`ReleaseError`, nothing is converted. A CSV the file does not list is reported
+    (warning ``unverified-csv``) and used.
+    """
+    if not sums:
+        return
+    for name in (BREAST_CSV, FINDING_CSV, METADATA_CSV):
+        expected = sums.get(name)
+        if expected is None:
+            problems.append(Problem("warning", "unverified-csv", f"not listed in {SUMS_FILE}: "
+                                    "used unverified", file=name))
+            continue
+        path = root / name
+        if not path.is_file():
+            continue  # reported by its reader
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected:
+            raise ReleaseError(
+                f"{name}: SHA-256 {digest}, {SUMS_FILE} says {expected}: the file was changed "
+                f"or is incomplete, so none of the release's annotations can be trusted. "
+                f"Re-download it, or (if you changed it on purpose) update its line in "
+                f"{SUMS_FILE}")
+
+
+def _check_sums_match(images: dict[str, ImageRecord], sums: dict[str, str],
+                      problems: list[Problem]) -> None:
+    """An error when SHA256SUMS.txt lists files but none of the images."""
+    if not sums or not images:
+        return
+    if not any(image.relpath in sums for image in images.values()):
+        example = next(iter(images.values())).relpath
+        problems.append(Problem(
+            "error", "checksums-unmatched",
+            f"lists {len(sums)} files but none of the {len(images)} images (e.g. {example}): "
+            "is it the release's own file, with paths relative to the release folder? "
+            "No image can be verified", file=SUMS_FILE))
+
+
+def _unlisted_images(root: Path, images: dict[str, ImageRecord],
+                     problems: list[Problem]) -> None:
+    """A warning for every ``.dicom`` file under images/ that no CSV row names."""
+    known = {image.relpath for image in images.values()}
+    folder = root / "images"
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob(f"*{IMAGE_SUFFIX}")):
+        relpath = path.relative_to(root).as_posix()
+        if relpath not in known:
+            problems.append(Problem("warning", "image-not-in-csv",
+                                    f"not listed in {BREAST_CSV}: not converted", file=relpath))
 
 
 def _parse_metadata(path: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
@@ -176,7 +278,7 @@ def _parse_metadata(path: Path, problems: list[Problem]) -> dict[str, dict[str, 
     names = list(METADATA_HEADER)
     names[2] = "SOP Instance UID.1"
     try:
-        rows = read_csv_rows(path, METADATA_HEADER)
+        rows = read_csv_rows(path, METADATA_HEADER, problems)
     except ReleaseError as exc:
         problems.append(Problem("warning", "bad-metadata", str(exc), file=METADATA_CSV))
         return {}
@@ -196,9 +298,14 @@ def read_release(root: Path) -> Release:
     root = Path(root)
     release = Release(root=root)
     problems = release.problems
+    if not root.is_dir():
+        raise ReleaseError(f"{root}: no such folder")
+    release.checksums = _parse_sums(root / SUMS_FILE, problems)
+    verify_listed_csvs(root, release.checksums, problems)
     images = _read_images(root, problems)
     findings, finding_rows = _read_findings(root, images, problems)
-    release.checksums = _parse_sums(root / SUMS_FILE, problems)
+    _check_sums_match(images, release.checksums, problems)
+    _unlisted_images(root, images, problems)
     metadata = _parse_metadata(root / METADATA_CSV, problems)
 
     by_study: dict[str, list[ImageRecord]] = defaultdict(list)
@@ -227,7 +334,7 @@ def read_release(root: Path) -> Release:
 def _read_images(root: Path, problems: list[Problem]) -> dict[str, ImageRecord]:
     """The images of breast-level_annotations.csv, in CSV order (bad rows reported)."""
     images: dict[str, ImageRecord] = {}
-    for line, row in read_csv_rows(root / BREAST_CSV, BREAST_HEADER):
+    for line, row in read_csv_rows(root / BREAST_CSV, BREAST_HEADER, problems):
         try:
             image = _parse_breast_row(line, row)
         except ValueError as exc:
@@ -250,7 +357,7 @@ def _read_findings(
     """Box rows per image id, and the number of rows (boxes and No Finding) per image id."""
     findings: dict[str, list[Finding]] = defaultdict(list)
     finding_rows: dict[str, int] = defaultdict(int)
-    for line, row in read_csv_rows(root / FINDING_CSV, FINDING_HEADER):
+    for line, row in read_csv_rows(root / FINDING_CSV, FINDING_HEADER, problems):
         image_id = row[2] if len(row) > 2 else ""
         image = images.get(image_id)
         if image is None:

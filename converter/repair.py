@@ -14,14 +14,20 @@ import io
 import struct
 import warnings
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom import config as pydicom_config
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from . import __version__, codes
 from .records import ImageRecord
@@ -58,6 +64,11 @@ class SourceImage:
     def photometric(self) -> str:
         return str(self.header.get("PhotometricInterpretation", ""))
 
+    @property
+    def trailing_bytes(self) -> int:
+        """Bytes after the Pixel Data value (not copied; the caller reports them)."""
+        return self.file_size - self.pixel_value_offset - self.pixel_length
+
 
 @contextlib.contextmanager
 def lenient_reading() -> Iterator[None]:
@@ -75,10 +86,7 @@ def read_source(path: Path) -> SourceImage:
     """Parse the header of ``path`` and locate its pixel data without reading it."""
     size = path.stat().st_size
     with path.open("rb") as handle, lenient_reading():
-        try:
-            header = pydicom.dcmread(handle, stop_before_pixels=True)
-        except Exception as exc:  # pydicom raises many kinds on a broken file
-            raise RepairError(f"not a readable DICOM file: {exc}") from exc
+        header = _read_header(handle)
         element_offset = handle.tell()
         lead = handle.read(12)
     syntax = header.file_meta.get("TransferSyntaxUID", codes.EXPLICIT_VR_LITTLE_ENDIAN)
@@ -96,16 +104,40 @@ def read_source(path: Path) -> SourceImage:
         value_offset = element_offset + 12
     if length == 0xFFFFFFFF:
         raise RepairError("encapsulated (compressed) pixel data: expected native pixels")
-    expected = int(header.Rows) * int(header.Columns) * int(header.BitsAllocated) // 8 * int(
-        header.get("SamplesPerPixel", 1))
-    if length < expected:
-        raise RepairError(f"Pixel Data holds {length} bytes, Rows x Columns needs {expected}")
+    _check_pixel_length(header, length)
     available = size - value_offset
     if available < length:
         raise RepairError(
             f"truncated: Pixel Data declares {length} bytes, the file holds {available}"
         )
     return SourceImage(header, value_offset, length, size)
+
+
+def _read_header(handle: BinaryIO) -> Dataset:
+    """The data set before Pixel Data; RepairError in plain words when it is not DICOM."""
+    try:
+        return pydicom.dcmread(handle, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise RepairError("not a DICOM file (no 'DICM' prefix after the 128-byte "
+                          "preamble)") from None
+    except Exception as exc:  # pydicom raises many kinds on a broken file
+        text = str(exc).split(" Use force=True")[0]
+        raise RepairError(f"not a readable DICOM file ({type(exc).__name__}: {text})") from None
+
+
+def _check_pixel_length(header: Dataset, length: int) -> None:
+    """Pixel Data must hold exactly Rows x Columns x samples x bytes (no more, no less)."""
+    try:
+        expected = int(header.Rows) * int(header.Columns) * int(header.BitsAllocated) // 8 * int(
+            header.get("SamplesPerPixel", 1))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RepairError(f"pixel module incomplete or malformed ({exc})") from None
+    if length < expected:
+        raise RepairError(f"Pixel Data holds {length} bytes, Rows x Columns needs {expected}")
+    if length > expected:
+        raise RepairError(f"Pixel Data holds {length} bytes, {length - expected} more than "
+                          f"the {expected} Rows x Columns x bits need (wrong Rows/Columns, or "
+                          "a damaged file)")
 
 
 def sample_rows(path: Path, source: SourceImage, count: int = SAMPLE_ROWS) -> np.ndarray:
@@ -197,16 +229,19 @@ def repair_dataset(
     Raises :class:`RepairError` when the header contradicts the CSV or lacks what no
     repair can supply (pixel module, imager pixel spacing).
     """
-    _check_header(source, record)
-    ds = Dataset()
-    for element in source:
-        if element.tag.group == 0x0002 or element.tag == PIXEL_DATA_TAG:
-            continue
-        if element.keyword in _DROPPED:
-            continue
-        ds.add(copy.deepcopy(element))  # never alias: the source must stay as read
+    try:
+        return _repair(source, record, orientation, series_number, instance_number)
+    except RepairError:
+        raise
+    except (AttributeError, TypeError, ValueError, OverflowError, KeyError) as exc:
+        raise RepairError(f"header cannot be repaired ({type(exc).__name__}: {exc})") from None
 
-    ds.SpecificCharacterSet = "ISO_IR 100"
+
+def _repair(source: Dataset, record: ImageRecord, orientation: list[str],
+            series_number: int, instance_number: int) -> Dataset:
+    _check_header(source, record)
+    ds = kept_copy(source)
+    ds.SpecificCharacterSet = _character_set(ds)
     ds.SOPClassUID = codes.MG_FOR_PRESENTATION
     ds.SOPInstanceUID = hex_to_uid(record.image_id)
     set_patient_and_study(ds, record.study_id, record.split)
@@ -254,6 +289,88 @@ def repair_dataset(
     return ds
 
 
+def _kept(tag: BaseTag, allowed: frozenset[str]) -> bool:
+    """True for a public attribute on ``allowed`` (private elements and creators never)."""
+    return not tag.is_private and keyword_for_tag(tag) in allowed
+
+
+def _skipped(element: DataElement) -> bool:
+    """File meta and Pixel Data: rebuilt and streamed by the writer, not filtered here."""
+    return element.tag.group == 0x0002 or element.tag == PIXEL_DATA_TAG
+
+
+def kept_copy(source: Dataset) -> Dataset:
+    """A deep copy of the source elements on :data:`codes.SOURCE_KEEP_LIST` (items of kept
+    sequences filtered by :data:`codes.SOURCE_ITEM_KEEP_LIST`), minus those the repair
+    removes or maps (series Laterality, UIDs)."""
+    ds = Dataset()
+    for element in source:
+        if _skipped(element) or element.keyword in _DROPPED:
+            continue
+        if not _kept(element.tag, codes.SOURCE_KEEP_LIST):
+            continue
+        element = copy.deepcopy(element)  # never alias: the source must stay as read
+        if element.VR == "SQ":
+            allowed = codes.SOURCE_ITEM_KEEP_LIST.get(element.keyword, frozenset())
+            for item in element.value:
+                for tag in [t for t in item.keys() if not _kept(t, allowed)]:
+                    del item[tag]
+        ds.add(element)
+    return ds
+
+
+_TEXT_VRS = ("SH", "LO", "ST", "LT", "UT", "UC", "PN", "CS", "AS", "DS", "IS")
+
+
+def _character_set(ds: Dataset) -> str:
+    """``ISO_IR 100`` (Latin-1), or ``ISO_IR 192`` (UTF-8) when a kept text value needs
+    it: pydicom would otherwise write such a character as ``?``, silently."""
+    for element in ds:
+        if element.VR not in _TEXT_VRS or element.value is None:
+            continue
+        values = element.value if isinstance(element.value, (list, MultiValue)) else [
+            element.value]
+        try:
+            for value in values:
+                str(value).encode("latin-1")
+        except UnicodeEncodeError:
+            return "ISO_IR 192"
+    return "ISO_IR 100"
+
+
+def _element_name(element: DataElement) -> str:
+    if element.tag.is_private_creator:
+        return f"private creator {element.tag}"
+    if element.tag.is_private:
+        return f"private element {element.tag}"
+    return f"{element.keyword} {element.tag}" if element.keyword else f"element {element.tag}"
+
+
+def _has_value(element: DataElement) -> bool:
+    value = element.value
+    return not (value is None or value == "" or value == b"" or (
+        isinstance(value, (list, Sequence)) and len(value) == 0))
+
+
+def dropped_attributes(source: Dataset) -> list[tuple[str, bool]]:
+    """What :func:`kept_copy` leaves out, as (name with tag, carried a value), in file order.
+
+    Names only: the values may be identifying and are never repeated in a report.
+    """
+    dropped = []
+    for element in source:
+        if _skipped(element):
+            continue
+        if not _kept(element.tag, codes.SOURCE_KEEP_LIST):
+            dropped.append((_element_name(element), _has_value(element)))
+        elif element.VR == "SQ":
+            allowed = codes.SOURCE_ITEM_KEEP_LIST.get(element.keyword, frozenset())
+            for number, item in enumerate(element.value, 1):
+                dropped += [(f"{element.keyword} item {number}: {_element_name(inner)}",
+                             _has_value(inner)) for inner in item if not _kept(inner.tag, allowed)]
+    return dropped
+
+
 def modifying_equipment(record: ImageRecord) -> Dataset:
     """A Contributing Equipment item naming us as the modifier and the source file.
 
@@ -282,6 +399,8 @@ def changed_attributes(source: Dataset, repaired: Dataset) -> list[tuple[str, st
             continue
         if element.keyword in _MAPPED_UIDS or element.value in (None, "", b""):
             continue
+        if not _kept(element.tag, codes.SOURCE_KEEP_LIST) or element.VR == "SQ":
+            continue  # dropped by the keep-list (items too): see dropped_attributes
         if element.tag not in repaired:
             changes.append((element.keyword, f"{element.keyword} {element.value!r} removed"))
         elif repaired[element.tag].value != element.value:
@@ -329,6 +448,15 @@ def dataset_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def header_bytes(header: Dataset) -> bytes:
+    """:func:`dataset_bytes` of a repaired header; RepairError when a kept value cannot be
+    encoded in its VR (e.g. a US value above 65535)."""
+    try:
+        return dataset_bytes(header)
+    except (AttributeError, TypeError, ValueError, OverflowError, struct.error, OSError) as exc:
+        raise RepairError(f"header cannot be written ({type(exc).__name__}: {exc})") from None
+
+
 @dataclass(frozen=True)
 class Written:
     """What :func:`write_image` wrote: the output digest and the source digest."""
@@ -348,7 +476,7 @@ def write_image(
     when the copy is complete and the source digest equals ``expected_sha256`` (when
     given); otherwise :class:`RepairError` is raised and nothing is left behind.
     """
-    head = dataset_bytes(header)
+    head = header_bytes(header)
     element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, source.pixel_length)
     out_hash = hashlib.sha256(head + element)
     src_hash = hashlib.sha256()

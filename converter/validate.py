@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from . import codes
 from .annotations.checks import check_sr_seg
 from .errors import ValidatorMissing
+from .errors import ManifestError
 from .manifest import ManifestRow, read_manifest
 from .naming import is_valid_uid, patient_id, uid_to_hex
 from .records import Problem, ProgressCallback
@@ -178,6 +179,8 @@ def validate_output(
     :class:`~converter.errors.ValidatorMissing` without dciodvfy.
     """
     out = Path(out)
+    if not out.is_dir():
+        raise ManifestError(f"{out} does not exist (or is not a folder)")
     rows = read_manifest(out)
     dciodvfy_path()  # fail once, before any work, when the validator is missing
     report = ValidationReport()

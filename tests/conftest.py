@@ -25,7 +25,9 @@ STUDIES = 50
 SCALE = 16.0
 
 # Fixtures that make a test slow (a whole conversion, an external validator).
-SLOW_FIXTURES = {"converted_release", "validated_release", "release_copy"}
+SLOW_FIXTURES = {"converted_release", "validated_release", "release_copy", "tiny_converted"}
+TINY_STUDIES = 4  # the bad-input corpus (tests/badinput.py) starts from this small release
+TINY_SCALE = 32.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -84,3 +86,27 @@ def release_copy(release, tmp_path) -> Path:
     copy = tmp_path / "release"
     shutil.copytree(root, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory) -> Path:
+    """A 4-exam synthetic release at scale 32: the base of the bad-input corpus."""
+    root = tmp_path_factory.mktemp("tiny") / "release"
+    generate_release(root, studies=TINY_STUDIES, seed=5, scale=TINY_SCALE)
+    return root
+
+
+@pytest.fixture()
+def tiny_copy(tiny_release, tmp_path) -> Path:
+    """A private copy of the tiny release that a test may damage (see tests/badinput.py)."""
+    copy = tmp_path / "release"
+    shutil.copytree(tiny_release, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def tiny_converted(tiny_release, tmp_path_factory) -> Path:
+    """The tiny release converted cleanly (the reference for byte comparisons)."""
+    out = tmp_path_factory.mktemp("tiny-out") / "out"
+    assert convert_release(tiny_release, out, workers=1).ok
+    return out

@@ -11,6 +11,8 @@ from converter.errors import ReleaseError
 from converter.naming import format_categories, parse_birads, parse_categories, parse_density
 from converter.release import BREAST_CSV, FINDING_CSV, read_release
 
+from badinput import resum
+
 
 def _rows(path: Path) -> list[list[str]]:
     with path.open(newline="") as handle:
@@ -99,7 +101,7 @@ def test_parse_categories_rejects(text):
 def test_value_parsers():
     assert parse_birads("BI-RADS 4") == 4
     assert parse_density("DENSITY C") == "C"
-    for bad in ("BI-RADS", "BIRADS 4", "BI-RADS 7"):
+    for bad in ("BI-RADS", "BIRADS 4", "BI-RADS 6", "BI-RADS 7", "BI-RADS 10"):
         with pytest.raises(ValueError):
             parse_birads(bad)
     with pytest.raises(ValueError):
@@ -118,6 +120,7 @@ def test_bad_rows_are_reported_and_the_rest_is_read(release_copy):
     findings[2][5] = "999"  # line 3: height disagrees
     findings.append(findings[-1][:2] + ["f" * 32] + findings[-1][3:])  # unknown image
     _write_rows(release_copy / FINDING_CSV, findings)
+    resum(release_copy, BREAST_CSV, FINDING_CSV)
 
     parsed = read_release(release_copy)
     errors = {(p.code, p.file, p.row) for p in parsed.problems if p.severity == "error"}
