@@ -34,6 +34,8 @@ VERIFY_CHECKS = {
     "pacs-retrieve-failed": "objects that could not be retrieved",
     "pacs-sr-seg": "SR/SEG disagreements as served",
     "pacs-annotations": "SRs that cannot be read back",
+    "pacs-content-differs": "PACS copies differing from their file",
+    "local-file-differs": "local files differing from the manifest",
     "export-row-missing": "release CSV rows not rebuilt from the PACS",
     "export-row-extra": "rebuilt CSV rows not in the release",
 }
@@ -134,9 +136,12 @@ def load(
             result = load_output(
                 output, connection, method=method.value, workers=workers, progress=progress
             )
+    for line in result.replaced:
+        out.print(f"  {line}", highlight=False)
     out.print(
         f"{result.total} objects: {result.sent} sent, "
         f"{result.already_present} already present, "
+        f"{len(result.replaced)} replaced, "
         f"{result.failed} failed, {result.missing} missing"
     )
     if not result.ok:
