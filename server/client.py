@@ -1,7 +1,8 @@
 """A small REST client for Orthanc around an injected :class:`requests.Session`.
 
 The session carries authentication and keep-alive; the client only knows Orthanc's routes:
-``/system``, ``/plugins``, ``POST /instances`` and ``POST /tools/find``. The DICOMweb side
+``/system``, ``/plugins``, ``POST /instances``, ``POST /tools/find``, and per instance its
+stored file, the file's size and MD5 (``/attachments/dicom/info``) and ``DELETE``. The DICOMweb side
 goes through :func:`dicomweb_client` (the ``dicomweb-client`` library), on a session of the
 same :class:`Connection`.
 """
@@ -76,6 +77,22 @@ class StoreAnswer:
     def already_stored(self) -> bool:
         """True when the instance was in Orthanc before this request."""
         return self.status == "AlreadyStored"
+
+
+@dataclass(frozen=True)
+class HeldInstance:
+    """An instance Orthanc holds: its Orthanc ID and the size of its stored file."""
+
+    orthanc_id: str
+    file_size: int
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """Size and MD5 of an instance's stored DICOM file (``md5`` None when not recorded)."""
+
+    size: int
+    md5: str | None
 
 
 class OrthancError(ServerError):
@@ -176,20 +193,39 @@ class OrthancClient:
         study = self._request("GET", f"/studies/{parent}").json()
         return study.get("MainDicomTags", {}).get("StudyInstanceUID")
 
-    def sop_instance_uids(self, study_uids: Iterable[str]) -> set[str]:
-        """SOP Instance UIDs stored in Orthanc under any of ``study_uids``.
+    def instance_index(self, study_uids: Iterable[str]) -> dict[str, HeldInstance]:
+        """SOP Instance UID -> :class:`HeldInstance` of every instance under ``study_uids``.
 
-        Asks ``FIND_BATCH`` studies per request with a UID list match.
+        Asks ``FIND_BATCH`` studies per ``/tools/find`` request with a UID list match; the
+        expanded answers carry each instance's Orthanc ID and stored file size.
         """
         uids = sorted(set(study_uids))
-        found: set[str] = set()
+        found: dict[str, HeldInstance] = {}
         for start in range(0, len(uids), FIND_BATCH):
             query = {"StudyInstanceUID": "\\".join(uids[start : start + FIND_BATCH])}
             for instance in self.find("Instance", query):
                 sop = instance.get("MainDicomTags", {}).get("SOPInstanceUID")
                 if sop:
-                    found.add(sop)
+                    found[sop] = HeldInstance(str(instance["ID"]), int(instance.get("FileSize", -1)))
         return found
+
+    def sop_instance_uids(self, study_uids: Iterable[str]) -> set[str]:
+        """SOP Instance UIDs stored in Orthanc under any of ``study_uids``."""
+        return set(self.instance_index(study_uids))
+
+    def attachment_info(self, orthanc_id: str) -> AttachmentInfo:
+        """Size and MD5 of the stored file (``/attachments/dicom/info``, Orthanc >= 1.9)."""
+        info = self._request("GET", f"/instances/{orthanc_id}/attachments/dicom/info").json()
+        md5 = info.get("UncompressedMD5") or None
+        return AttachmentInfo(size=int(info.get("UncompressedSize", -1)), md5=md5)
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        """The stored DICOM file, byte for byte (``GET /instances/{id}/file``)."""
+        return self._request("GET", f"/instances/{orthanc_id}/file").content
+
+    def delete_instance(self, orthanc_id: str) -> None:
+        """``DELETE /instances/{id}``."""
+        self._request("DELETE", f"/instances/{orthanc_id}")
 
 
 def dicomweb_client(

@@ -5,10 +5,16 @@ The compose file is ``docker/docker-compose.yml`` in the repository.
 :func:`prepare` turns a data folder into a compose project (mode 700)::
 
     DATA/docker-compose.yml          copy of docker/docker-compose.yml
-    DATA/.env                        ports, HTTP bind address, storage folders
+    DATA/.env                        ports, HTTP and DICOM bind addresses, storage folders
     DATA/secrets/orthanc.secret.json Orthanc configuration (same policy as native)
     DATA/secrets/postgres_password   database password (generated once, then kept)
-    DATA/storage/, DATA/postgres/    bind-mounted data
+    DATA/storage/, DATA/postgres/    bind-mounted data (mode 700)
+
+DICOM is published on ``settings.listen`` (127.0.0.1 unless ``serve --listen``). Behind
+docker's port publishing, a connection from this machine reaches Orthanc from the bridge's
+gateway, not from 127.0.0.1, so Orthanc's host check cannot tell local callers apart: on
+loopback the port itself is the barrier (host check off, the loader AE title registered);
+with ``--listen`` the host check is on and no store-enabled AE title is registered.
 
 Secret files are mode 644 inside the 700 folder: compose (outside swarm) mounts them with
 the host's modes and the postgres image reads its password as its own user.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import replace
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -28,7 +35,7 @@ from typing import Any
 from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
 
 from .errors import ServerError
-from .settings import ServerSettings, orthanc_config
+from .settings import LOOPBACK, ServerSettings, is_loopback, orthanc_config
 
 ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
 ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE
@@ -84,9 +91,14 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
     """:func:`orthanc_config` for the container: fixed inner ports, PostgreSQL index.
 
     Remote access is on inside the container (requests arrive from docker's network); the
-    compose file publishes the HTTP port on loopback only unless ``settings.remote_access``.
+    compose file publishes the HTTP port on loopback only unless ``settings.remote_access``,
+    and the DICOM port on ``settings.listen``.
     """
+    local_only = is_loopback(settings.listen)
+    if not local_only:  # callers keep their address: check it; no loader AE title at all
+        settings = replace(settings, loader_aet="")
     config = orthanc_config(settings, ORTHANC_IMAGE_VERSION)
+    config["DicomCheckModalityHost"] = not local_only
     config.update(
         {
             "HttpPort": CONTAINER_HTTP_PORT,
@@ -112,6 +124,7 @@ def env_file_text(settings: ServerSettings) -> str:
     return (
         f"VINDR_HTTP_BIND={'0.0.0.0' if settings.remote_access else '127.0.0.1'}\n"
         f"VINDR_HTTP_PORT={settings.http_port}\n"
+        f"VINDR_DICOM_BIND={settings.listen}\n"
         f"VINDR_DICOM_PORT={settings.dicom_port}\n"
         "VINDR_STORAGE_DIR=./storage\n"
         "VINDR_POSTGRES_DIR=./postgres\n"
@@ -134,7 +147,7 @@ def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> Dock
     project = DockerProject(settings.data_dir)
     private_dir(project.root)
     for folder in ("storage", "postgres"):
-        (project.root / folder).mkdir(exist_ok=True)
+        private_dir(project.root / folder)
     shutil.copyfile(template, project.compose_file)
     if project.postgres_secret.is_file():
         password = project.postgres_secret.read_text().strip()
@@ -184,3 +197,13 @@ def stop(data_dir: Path) -> bool:
     if _run(project, "stop") != 0:
         raise ServerError(f"docker compose stop failed in {project.root}")
     return True
+
+
+def exposure_notes(settings: ServerSettings) -> list[str]:
+    """What the network can reach of the compose project, for users."""
+    if is_loopback(settings.listen):
+        return [f"DICOM port {settings.dicom_port} is published on {LOOPBACK} only; "
+                f"{settings.loader_aet or 'no'} store-enabled AE title"]
+    return [f"DICOM port {settings.dicom_port} is published on {settings.listen}; each "
+            "modality is accepted from its own address only, and no store-enabled AE title "
+            "is registered (load over REST)"]

@@ -17,8 +17,10 @@ from .settings import (
     DEFAULT_AET,
     DEFAULT_DICOM_PORT,
     DEFAULT_HTTP_PORT,
+    LOOPBACK,
     Modality,
     ServerSettings,
+    exposure_notes,
 )
 from .userconfig import (
     config_path,
@@ -43,6 +45,7 @@ class ServerInfo:
     data_dir: Path
     version: str
     pid: int | None = None
+    notes: tuple[str, ...] = ()
 
 
 def make_settings(
@@ -54,27 +57,39 @@ def make_settings(
     modalities: Sequence[str] = (),
     remote_access: bool = False,
     engine: str = "native",
+    listen: str = LOOPBACK,
+    notes: list[str] | None = None,
 ) -> ServerSettings:
     """Settings from command-line values, with the per-user credentials (made on first use).
 
+    Modality host names are resolved to their IP address (Orthanc checks the caller's IP);
+    a line per resolved name is appended to ``notes`` when given.
+
     Raises
     ------
-    ValueError
-        On a bad port, AE title, modality (``AET@HOST:PORT``) or engine.
+    SettingsError
+        On a bad port, AE title, modality (``AET@HOST:PORT``), unresolvable host, listen
+        address or engine, or a modality beyond loopback without ``listen``.
     """
+    resolved = [Modality.parse(m).resolved() for m in modalities]
+    if notes is not None:
+        notes.extend(note for _, note in resolved if note)
     return ServerSettings(
         data_dir=Path(data_dir) if data_dir else default_data_dir(),
         credentials=ensure_credentials(),
         http_port=http_port,
         dicom_port=dicom_port,
         aet=aet,
-        modalities=tuple(Modality.parse(m) for m in modalities),
+        modalities=tuple(modality for modality, _ in resolved),
         remote_access=remote_access,
         engine=engine,  # type: ignore[arg-type]
+        listen=listen,
     )
 
 
 def _info(settings: ServerSettings, version: str, pid: int | None) -> ServerInfo:
+    notes = (docker.exposure_notes(settings) if settings.engine == "docker"
+             else exposure_notes(settings, version))
     return ServerInfo(
         engine=settings.engine,
         url=settings.url,
@@ -86,6 +101,7 @@ def _info(settings: ServerSettings, version: str, pid: int | None) -> ServerInfo
         data_dir=settings.data_dir,
         version=version,
         pid=pid,
+        notes=tuple(notes),
     )
 
 

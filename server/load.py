@@ -4,19 +4,26 @@ The steps, each visible in :func:`load`:
 
 1. read ``manifest.csv``;
 2. ask Orthanc which of its instances are already stored (batched ``/tools/find`` by
-   study): those are not sent again, so re-running a load is cheap and harmless;
-3. send the rest from parallel workers, each with its own keep-alive connection, over REST
-   ``POST /instances`` (default), STOW-RS (``dicomweb-client``) or C-STORE (``pynetdicom``),
+   study, which also gives their Orthanc IDs);
+3. for those, check the local file against its manifest SHA-256 and compare the PACS copy
+   with it (size and MD5 Orthanc recorded, :mod:`server.integrity`): an equal copy is not
+   sent again, so re-running a load is harmless; a differing one is deleted and re-sent
+   ("replaced a differing copy");
+4. send the rest from parallel workers, each with its own keep-alive connection, over REST
+   ``POST /instances`` (default), STOW-RS or C-STORE (``pynetdicom``), each file checked
+   against its manifest SHA-256 first (a file that differs is an error and is never sent),
    reading every answer (STOW hides per-instance failures inside a 200);
-4. retry the failures a few times;
-5. check again that every manifest instance is in Orthanc.
+5. retry the failures a few times;
+6. check again that every manifest instance is in Orthanc.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +32,7 @@ from urllib.parse import urlsplit
 
 import pydicom
 import requests
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
@@ -32,14 +40,15 @@ from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
 from converter.records import ProgressCallback
 
-from .client import Connection, OrthancClient, OrthancError, dicomweb_client
+from .client import Connection, HeldInstance, OrthancClient, OrthancError
 from .errors import ServerError
-from .settings import DEFAULT_LOADER_AET
+from .integrity import compare_copy, digest_file, manifest_mismatch
+from .settings import DEFAULT_LOADER_AET, DICOMWEB_ROOT
 
 Method = Literal["rest", "stow", "cstore"]
 METHODS: tuple[str, ...] = ("rest", "stow", "cstore")
 
-STORED, ALREADY = "stored", "already"
+STORED, ALREADY, REPLACE = "stored", "already", "replace"
 CSTORE_TRANSFER_SYNTAXES = (
     pydicom.uid.ExplicitVRLittleEndian,
     pydicom.uid.ImplicitVRLittleEndian,
@@ -61,6 +70,20 @@ class LoadError:
         return f"{self.path}: {self.message}"
 
 
+class LocalFileError(ServerError):
+    """The local file is not the manifest's: it is never sent, and not retried."""
+
+
+def verified_bytes(entry: ManifestRow, path: Path) -> bytes:
+    """The file's bytes, once checked against the manifest SHA-256 (LocalFileError if not)."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256.lower():
+        raise LocalFileError(f"differs from its SHA-256 in the manifest (file {digest[:16]}..., "
+                             f"manifest {entry.sha256[:16]}...)")
+    return data
+
+
 @dataclass
 class LoadResult:
     """What a load did.
@@ -72,7 +95,10 @@ class LoadResult:
     sent
         Objects stored by this run.
     already_present
-        Objects that were in the PACS before (not re-sent, or answered AlreadyStored).
+        Objects whose PACS copy was already the manifest's file (not re-sent).
+    replaced
+        One line per object whose PACS copy differed from the manifest's file and was
+        deleted and sent again (those are counted in ``sent`` once stored).
     failed
         Objects whose every attempt failed.
     missing
@@ -88,6 +114,7 @@ class LoadResult:
     failed: int = 0
     missing: int = 0
     errors: list[LoadError] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +137,7 @@ class RestSender:
         self.client = OrthancClient.connect(connection)
 
     def send(self, entry: ManifestRow, path: Path) -> str:
-        answer = self.client.store_instance(path.read_bytes())
+        answer = self.client.store_instance(verified_bytes(entry, path))
         return ALREADY if answer.already_stored else STORED
 
     def close(self) -> None:
@@ -118,19 +145,32 @@ class RestSender:
 
 
 class StowSender:
-    """STOW-RS, one instance per request, reading the per-instance answer."""
+    """STOW-RS, one instance per request, the file's own bytes, reading the per-instance answer.
+
+    The file is posted as it is (not re-encoded by pydicom), so the PACS stores the
+    manifest's bytes.
+    """
 
     def __init__(self, connection: Connection) -> None:
         self.session = connection.session()
-        self.client = dicomweb_client(connection, self.session)
+        self.url = connection.url.rstrip("/") + DICOMWEB_ROOT + "studies"
 
-    def send(self, entry: ManifestRow, path: Path) -> str:
+    def _post(self, data: bytes) -> requests.Response:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                + data + f"\r\n--{boundary}--\r\n".encode())
+        content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
         try:
-            answer = self.client.store_instances([pydicom.dcmread(path)])
-        except requests.HTTPError as exc:
-            raise ServerError(f"STOW-RS answered HTTP {exc.response.status_code}") from exc
+            return self.session.post(self.url, data=body, timeout=300, headers={
+                "Content-Type": content_type, "Accept": "application/dicom+json"})
         except requests.RequestException as exc:
             raise ServerError(f"STOW-RS: {exc}") from exc
+
+    def send(self, entry: ManifestRow, path: Path) -> str:
+        response = self._post(verified_bytes(entry, path))
+        if response.status_code not in (200, 202):
+            raise ServerError(f"STOW-RS answered HTTP {response.status_code}")
+        answer = Dataset.from_json(response.json())
         for item in answer.get("FailedSOPSequence", []):
             if item.get("ReferencedSOPInstanceUID") == entry.sop_instance_uid:
                 reason = item.get("FailureReason", "?")
@@ -158,6 +198,9 @@ class CStoreSender:
         self.assoc: Association | None = None
 
     def send(self, entry: ManifestRow, path: Path) -> str:
+        mismatch = manifest_mismatch(entry, digest_file(path))
+        if mismatch is not None:
+            raise LocalFileError(mismatch)
         if self.assoc is None or not self.assoc.is_established:
             host, port, called = self.address
             self.assoc = self.ae.associate(host, port, ae_title=called)
@@ -292,7 +335,10 @@ def load(
     tick = _Ticker(result.total, progress)
     client = OrthancClient.connect(connection)
     studies = {e.study_uid for e in entries}
-    todo = _to_send(entries, out_dir, client.sop_instance_uids(studies), result, tick)
+    held = client.instance_index(studies)
+    todo = _to_send(entries, out_dir, held, result, tick)
+    todo += _check_held([e for e in entries if e.sop_instance_uid in held], out_dir, held,
+                        connection, workers, result, tick)
     if todo:
         make_sender = _sender_factory(method, connection, client, todo, calling_aet)
         failures = _send_with_retries(todo, out_dir, make_sender, workers, retries, retry_delay,
@@ -300,7 +346,8 @@ def load(
         by_uid = {e.sop_instance_uid: e for e in entries}
         for uid, exc in failures.items():
             result.failed += 1
-            result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, f"not stored: {exc}"))
+            message = f"{exc}: not sent" if isinstance(exc, LocalFileError) else f"not stored: {exc}"
+            result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, message))
     _check_present(entries, out_dir, client, studies, result)
     return result
 
@@ -317,15 +364,14 @@ class _Ticker:
             self.progress(self.done, self.total)
 
 
-def _to_send(entries: list[ManifestRow], out_dir: Path, present: set[str], result: LoadResult,
-             tick: Callable[[], None]) -> list[ManifestRow]:
-    """The entries to send: not in the PACS yet, and with their file on disk."""
+def _to_send(entries: list[ManifestRow], out_dir: Path, held: Mapping[str, HeldInstance],
+             result: LoadResult, tick: Callable[[], None]) -> list[ManifestRow]:
+    """The entries the PACS does not hold yet, with their file on disk."""
     todo: list[ManifestRow] = []
     for entry in entries:
-        if entry.sop_instance_uid in present:
-            result.already_present += 1
-            tick()
-        elif not entry.file(out_dir).is_file():
+        if entry.sop_instance_uid in held:
+            continue
+        if not entry.file(out_dir).is_file():
             result.failed += 1
             result.errors.append(
                 LoadError(entry.file(out_dir), entry.sop_instance_uid, "file not found")
@@ -334,6 +380,62 @@ def _to_send(entries: list[ManifestRow], out_dir: Path, present: set[str], resul
         else:
             todo.append(entry)
     return todo
+
+
+def _check_held(entries: list[ManifestRow], out_dir: Path, held: Mapping[str, HeldInstance],
+                connection: Connection, workers: int, result: LoadResult,
+                tick: Callable[[], None]) -> list[ManifestRow]:
+    """Compare each PACS copy in ``entries`` with its manifest file, from ``workers`` threads.
+
+    Equal copies count as already present; differing ones are deleted from the PACS and
+    returned, to be sent again; a local file that is missing or not the manifest's is an
+    error (and its PACS copy is left alone: there is nothing trustworthy to compare with).
+    """
+    local = threading.local()
+
+    def check(entry: ManifestRow) -> str:
+        if not hasattr(local, "client"):
+            local.client = OrthancClient.connect(connection)
+        return _check_one(local.client, entry, entry.file(out_dir),
+                          held[entry.sop_instance_uid], result)
+
+    replace: list[ManifestRow] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(check, entry): entry for entry in entries}
+        for future in as_completed(futures):
+            entry = futures[future]
+            try:
+                outcome = future.result()
+            except (OSError, ServerError) as exc:  # reported per file, never sent
+                outcome = ""
+                result.failed += 1
+                message = (f"{exc}: not sent (its PACS copy was left unchecked)"
+                           if isinstance(exc, LocalFileError) else f"PACS copy not checked: {exc}")
+                result.errors.append(LoadError(entry.file(out_dir), entry.sop_instance_uid,
+                                               message))
+            if outcome == REPLACE:
+                replace.append(entry)
+            else:
+                result.already_present += outcome == ALREADY
+                tick()
+    return replace
+
+
+def _check_one(client: OrthancClient, entry: ManifestRow, path: Path, held: HeldInstance,
+               result: LoadResult) -> str:
+    """ALREADY when the PACS copy is the manifest's file; else delete it and say REPLACE."""
+    if not path.is_file():
+        raise LocalFileError("file not found")
+    digest = digest_file(path)
+    mismatch = manifest_mismatch(entry, digest)
+    if mismatch is not None:
+        raise LocalFileError(mismatch)
+    comparison = compare_copy(client, held, path, digest)
+    if comparison.same:
+        return ALREADY
+    client.delete_instance(held.orthanc_id)
+    result.replaced.append(f"{path}: replaced a differing copy ({comparison.describe(digest)})")
+    return REPLACE
 
 
 def _send_with_retries(
@@ -355,7 +457,8 @@ def _send_with_retries(
             outcome = outcomes[entry.sop_instance_uid]
             if isinstance(outcome, Exception):
                 last_error[entry.sop_instance_uid] = outcome
-                retry.append(entry)
+                if not isinstance(outcome, LocalFileError):  # a bad file stays bad
+                    retry.append(entry)
             else:
                 last_error.pop(entry.sop_instance_uid, None)
                 if outcome == ALREADY:

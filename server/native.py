@@ -9,6 +9,9 @@ Never the system service nor ``/etc/orthanc``: each data folder gets its own
     DATA/logs/          Orthanc's --logdir, plus console.log (stdout/stderr)
     DATA/orthanc.pid    pid of the running server
 
+Everything in it is private: folders mode 700, files 600. Orthanc runs with umask 077, so
+the DICOM files and the SQLite index it writes are 600 in 700 folders too.
+
 :func:`start` starts a server and waits until ``GET /system`` answers; :func:`serve` runs
 one in the foreground until Ctrl-C or SIGTERM; :func:`stop` stops one started in the
 background, from any process.
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from converter.fileio import PRIVATE_FILE, atomic_write
+from converter.fileio import PRIVATE_DIR, PRIVATE_FILE, atomic_write, private_dir
 
 from .client import Connection, OrthancClient, OrthancError, SystemInfo
 from .errors import ServerError
@@ -39,6 +42,7 @@ DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
 INSTALL_HINT = "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+ORTHANC_UMASK = 0o077  # what Orthanc creates (DICOM files, index, logs) is its user's only
 
 
 @dataclass(frozen=True)
@@ -123,12 +127,26 @@ def native_config(
 
 
 def write_config(settings: ServerSettings, version: str, plugins: Sequence[Path]) -> Path:
-    """Create the data folder layout and write ``orthanc.json`` (mode 600)."""
+    """Create the data folder layout (private) and write ``orthanc.json`` (mode 600)."""
     layout = Layout(settings.data_dir)
     for folder in (layout.root, layout.storage, layout.tmp, layout.logs):
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private(folder)
     text = json.dumps(native_config(settings, version, plugins), indent=2)
     return atomic_write(layout.config, text, mode=PRIVATE_FILE)
+
+
+def make_private(folder: Path) -> None:
+    """Create ``folder`` mode 700; if it was not, make what it holds 700 (folders) and 600
+    (files) too: a data folder made by an earlier version becomes private."""
+    was_private = folder.is_dir() and (folder.stat().st_mode & 0o777) == PRIVATE_DIR
+    private_dir(folder)
+    if was_private:
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), PRIVATE_DIR)
+        for name in files:
+            os.chmod(os.path.join(root, name), PRIVATE_FILE)
 
 
 def port_in_use(port: int) -> bool:
@@ -279,15 +297,19 @@ def start(
         if port_in_use(port):
             raise ServerError(f"{what} port {port} is already in use: choose another one")
     config = write_config(settings, version, plugins)
-    with open(layout.console, "ab") as console:
+    console = os.open(layout.console, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+    try:
         process = subprocess.Popen(
             [str(binary), f"--logdir={layout.logs}", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=console,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=ORTHANC_UMASK,
         )
-    layout.pid_file.write_text(f"{process.pid}\n")
+    finally:
+        os.close(console)
+    atomic_write(layout.pid_file, f"{process.pid}\n", mode=PRIVATE_FILE, fsync=False)
     try:
         system = _wait_ready(settings, process, timeout)
     except BaseException:

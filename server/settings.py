@@ -13,9 +13,11 @@ users).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +32,8 @@ DEFAULT_AET = "VINDR"
 DEFAULT_LOADER_AET = "VINDR-LOADER"
 DEFAULT_USERNAME = "vindr"
 DICOMWEB_ROOT = "/dicom-web/"
+LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = "0.0.0.0"
 
 # Tags we filter on that Orthanc does not keep in its index by default; from Orthanc 1.11 on
 # ExtraMainDicomTags makes those filters index-backed (1.10 ignores the key).
@@ -62,6 +66,41 @@ def check_port(port: int, what: str = "port") -> int:
     if not 0 < int(port) < 65536:
         raise SettingsError(f"{what} {port!r}: must be between 1 and 65535")
     return int(port)
+
+
+def is_ip(text: str) -> bool:
+    """True when ``text`` is an IPv4 or IPv6 address literal."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (False for names and other addresses)."""
+    return is_ip(address) and ipaddress.ip_address(address).is_loopback
+
+
+def resolve_host(host: str) -> str:
+    """``host`` as the IP address Orthanc will see (itself when already an address).
+
+    Orthanc's host check (``DicomCheckModalityHost``) compares the peer's IP with the
+    configured Host as strings, so a name must be turned into its address beforehand.
+
+    Raises
+    ------
+    SettingsError
+        When the name does not resolve.
+    """
+    if is_ip(host):
+        return host
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SettingsError(f"modality host {host!r} does not resolve ({exc}): give its IP "
+                            "address") from exc
+    return str(infos[0][4][0])
 
 
 def parse_version(version: str) -> tuple[int, ...]:
@@ -118,6 +157,16 @@ class Modality:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.aet}@{host}:{self.port}"
 
+    def resolved(self) -> tuple[Modality, str | None]:
+        """This modality with its host name replaced by its IP address, and a note saying so
+        (None when the host was already an address)."""
+        address = resolve_host(self.host)
+        if address == self.host:
+            return self, None
+        note = (f"modality {self.aet}: host {self.host} resolved to {address}; Orthanc accepts "
+                f"{self.aet} only from {address} (serve again if that address changes)")
+        return replace(self, host=address), note
+
     def orthanc_entry(self) -> dict[str, Any]:
         """The object form of a ``DicomModalities`` entry, with per-service flags."""
         return {
@@ -168,9 +217,16 @@ class ServerSettings:
     http_port, dicom_port, aet
         Orthanc's REST/DICOMweb port, DICOM port and AE title.
     modalities
-        Remote DICOM nodes allowed to echo, find, get and move (C-MOVE destinations too).
+        Remote DICOM nodes allowed to echo, find, get and move (C-MOVE destinations too),
+        each accepted only from its own IP address (hosts must be addresses: see
+        :meth:`Modality.resolved`).
     remote_access
         Serve HTTP beyond the loopback interface.
+    listen
+        Where DICOM peers may be: ``127.0.0.1`` (default: this machine only), an address of
+        this machine or ``0.0.0.0``. Modalities beyond loopback need a non-loopback value.
+        The docker engine publishes the DICOM port on it; Debian's Orthanc cannot bind its
+        DICOM port to one address (see :func:`exposure_notes`).
     engine
         ``native`` (Debian's Orthanc) or ``docker`` (``docker/docker-compose.yml``).
     loader_aet
@@ -194,6 +250,7 @@ class ServerSettings:
     loader_aet: str = DEFAULT_LOADER_AET
     sync_storage: bool = True
     name: str = "vindr-dicom"
+    listen: str = LOOPBACK
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -212,6 +269,22 @@ class ServerSettings:
             if aet.upper() in seen:
                 raise SettingsError(f"AE title {aet} is used twice (server, loader and modalities)")
             seen.add(aet.upper())
+        self._check_addresses()
+
+    def _check_addresses(self) -> None:
+        """Modality hosts are IP addresses, reachable given ``listen``."""
+        if not is_ip(self.listen):
+            raise SettingsError(f"listen address {self.listen!r}: give an IP address "
+                                f"({LOOPBACK}, {ANY_ADDRESS} or one of this machine's)")
+        for modality in self.modalities:
+            if not is_ip(modality.host):
+                raise SettingsError(f"modality {modality}: the host must be an IP address "
+                                    "(Orthanc compares it with the caller's address)")
+            if is_loopback(self.listen) and not is_loopback(modality.host):
+                raise SettingsError(
+                    f"modality {modality} is not on this machine, but DICOM is kept to "
+                    f"loopback: add --listen {ANY_ADDRESS} (or this machine's address) to "
+                    "expose the DICOM port on purpose")
 
     @property
     def url(self) -> str:
@@ -230,7 +303,7 @@ class ServerSettings:
             loader = (
                 Modality(
                     self.loader_aet,
-                    "127.0.0.1",
+                    LOOPBACK,
                     104,
                     allow_find=False,
                     allow_get=False,
@@ -286,9 +359,10 @@ def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
         "DicomAlwaysAllowFindWorklist": False,
         "DicomAlwaysAllowGet": False,
         "DicomAlwaysAllowMove": False,
-        # Off: Orthanc compares the configured host as a string with the peer's IP, so a
-        # modality given by name, or a loader behind docker's NAT, would be refused.
-        "DicomCheckModalityHost": False,
+        # Every AE title is accepted only from its configured Host, compared as a string
+        # with the peer's IP: hosts are resolved to addresses beforehand (Modality.resolved),
+        # and the store-enabled loader AE title is registered at 127.0.0.1 only.
+        "DicomCheckModalityHost": True,
         "DicomModalities": {m.aet: m.orthanc_entry() for m in settings.all_modalities()},
         "DicomWeb": {
             "Enable": True,
@@ -303,3 +377,27 @@ def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
     if parse_version(version) >= EXTRA_MAIN_DICOM_TAGS_SINCE:
         config["ExtraMainDicomTags"] = {k: list(v) for k, v in EXTRA_MAIN_DICOM_TAGS.items()}
     return config
+
+
+def exposure_notes(settings: ServerSettings, version: str) -> list[str]:
+    """What the network can reach of a native Orthanc ``version`` on ``settings``, for users.
+
+    Neither Debian 12's Orthanc 1.10.1 (its configuration keys) nor Orthanc's sources up to
+    mid-2024 (1.12.4) have an option binding the DICOM or HTTP port to one address: both
+    listen on every interface. HTTP answers only 127.0.0.1
+    unless ``remote_access`` (``RemoteAccessAllowed``); DICOM refuses every association whose
+    calling AE title and IP address are not a registered pair (``DicomCheckModalityHost``).
+    """
+    if is_loopback(settings.listen):
+        reach = f"only from this machine ({LOOPBACK}, for the loader and local tools)"
+    else:
+        reach = f"from {settings.listen} as asked (--listen), for the modalities listed"
+    notes = [
+        f"DICOM: Orthanc {version} cannot bind its DICOM port to one address; port "
+        f"{settings.dicom_port} accepts connections on every interface, and Orthanc refuses "
+        f"any association whose calling AE title and IP are not registered: {reach}",
+    ]
+    if settings.loader_aet:
+        notes.append(f"the store-enabled AE title {settings.loader_aet} is accepted from "
+                     f"{LOOPBACK} only")
+    return notes

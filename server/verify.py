@@ -9,12 +9,15 @@ Two separate halves:
 - **compare**: :func:`check_study` (instance counts per kind and UIDs against the manifest;
   one PatientID per study, ``VINDR-<study_id>``, held by no other study) and
   :func:`compare_annotations`, the single call site for the converter's export/compare.
+- **contents**: :func:`check_contents` compares every PACS copy with its manifest file
+  (the size and MD5 Orthanc recorded, over REST; :mod:`server.integrity`).
 
 Studies stream through one at a time, so memory stays flat over 5,000 studies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,8 +36,9 @@ from converter.manifest import KINDS, ManifestRow, read_manifest
 from converter.naming import patient_id as exam_patient_id
 from converter.records import Problem, ProgressCallback
 
-from .client import Connection, dicomweb_client
+from .client import Connection, HeldInstance, OrthancClient, dicomweb_client
 from .errors import ServerError
+from .integrity import compare_copy, digest_file, manifest_mismatch
 
 RETRY_ATTEMPTS = 4
 RETRIABLE_STATUS = (429, 502, 503, 504)
@@ -335,18 +339,87 @@ def verify(
     entries = read_manifest(out)
     by_study: Mapping[str, list[ManifestRow]] = _group(entries)
     result = VerifyResult(studies=len(by_study), instances=len(entries))
+    total = result.studies + result.instances  # progress: studies, then instances
 
     def checked() -> Iterator[StudyObjects]:
         for done, study in enumerate(fetch_studies(connection, list(by_study), workers), start=1):
             result.problems.extend(check_study(by_study[study.study_uid], study))
             if progress is not None:
-                progress(done, result.studies)
+                progress(done, total)
             yield study
 
     image_ids = [entry.image_id for entry in entries if entry.kind == "MG"]
     study_ids = {uid: rows[0].study_id for uid, rows in by_study.items()}
     result.problems.extend(compare_annotations(src, checked(), image_ids, study_ids))
+
+    def content_progress(done: int, _total: int) -> None:
+        if progress is not None:
+            progress(result.studies + done, total)
+
+    result.problems.extend(check_contents(entries, out, connection, workers, content_progress))
     return result
+
+
+def check_contents(entries: Sequence[ManifestRow], out: Path, connection: Connection,
+                   workers: int = 2, progress: ProgressCallback | None = None) -> list[Problem]:
+    """Compare the PACS copy of every manifest object with its file, ``workers`` at a time.
+
+    One ``/tools/find`` per 100 studies gives the Orthanc IDs; each local file is checked
+    against its manifest SHA-256, then its size and MD5 against the PACS copy's. Without
+    the local file, the PACS copy is downloaded and its SHA-256 compared with the
+    manifest's. Objects the PACS lacks are left to :func:`check_study`.
+
+    Raises
+    ------
+    ServerError
+        When Orthanc cannot be asked.
+    """
+    held = OrthancClient.connect(connection).instance_index({e.study_uid for e in entries})
+    local = threading.local()
+
+    def check(entry: ManifestRow) -> Problem | None:
+        if entry.sop_instance_uid not in held:
+            return None
+        if not hasattr(local, "client"):
+            local.client = OrthancClient.connect(connection)
+        return _content_problem(local.client, entry, out, held[entry.sop_instance_uid])
+
+    problems: list[Problem] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, problem in enumerate(pool.map(check, entries), start=1):
+            if problem is not None:
+                problems.append(problem)
+            if progress is not None:
+                progress(done, len(entries))
+    return problems
+
+
+def _content_problem(client: OrthancClient, entry: ManifestRow, out: Path,
+                     held: HeldInstance) -> Problem | None:
+    """The difference between one PACS copy and its manifest file, if any."""
+    path = entry.file(out)
+    where = f"{entry.kind} {entry.path} ({entry.sop_instance_uid})"
+    if not path.exists():  # verify needs only the manifest: hash what the PACS serves
+        served = hashlib.sha256(client.instance_file(held.orthanc_id)).hexdigest()
+        if served == entry.sha256.lower():
+            return None
+        return _problem("pacs-content-differs", entry.study_id,
+                        f"{where}: the SHA-256 of the PACS copy is not the manifest's (no local "
+                        "file to compare data sets with, as for objects loaded over C-STORE)")
+    try:
+        digest = digest_file(path)
+    except OSError as exc:
+        return _problem("local-file-differs", entry.study_id,
+                        f"{where}: cannot read the manifest file ({exc.strerror or exc})")
+    mismatch = manifest_mismatch(entry, digest)
+    if mismatch is not None:
+        return _problem("local-file-differs", entry.study_id,
+                        f"{where}: the local file {mismatch}; PACS copy not compared")
+    comparison = compare_copy(client, held, path, digest)
+    if comparison.same:
+        return None
+    return _problem("pacs-content-differs", entry.study_id,
+                    f"{where}: {comparison.describe(digest)}")
 
 
 def _group(entries: Iterable[ManifestRow]) -> dict[str, list[ManifestRow]]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.table import Table
 
-from server.settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT
+from server.settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, LOOPBACK
 
 from .console import err, fail, list_problems, progress_bar, reported_errors
 from .console import out
@@ -34,6 +34,8 @@ VERIFY_CHECKS = {
     "pacs-retrieve-failed": "objects that could not be retrieved",
     "pacs-sr-seg": "SR/SEG disagreements as served",
     "pacs-annotations": "SRs that cannot be read back",
+    "pacs-content-differs": "PACS copies differing from their file",
+    "local-file-differs": "local files differing from the manifest",
     "export-row-missing": "release CSV rows not rebuilt from the PACS",
     "export-row-extra": "rebuilt CSV rows not in the release",
 }
@@ -61,6 +63,8 @@ def _print_ready(info: ServerInfo) -> None:
     out.print(f"  DICOMweb    {info.dicomweb_url}/")
     out.print(f"  DICOM       AET {info.aet}, port {info.dicom_port}")
     out.print(f"  Credentials user {info.username!r}, password in {info.credentials_file}")
+    for note in info.notes:
+        out.print(f"  Note: {note}", highlight=False)
 
 
 def serve(
@@ -77,6 +81,11 @@ def serve(
         [], "--modality", help="Allowed DICOM node AET@HOST:PORT (repeat)."
     ),
     remote: bool = typer.Option(False, "--remote", help="Serve HTTP beyond this machine."),
+    listen: str = typer.Option(
+        LOOPBACK, "--listen", metavar="ADDRESS",
+        help="Accept DICOM peers beyond this machine (0.0.0.0 or one of its addresses); "
+        "each --modality is still checked by AE title and IP.",
+    ),
     background: bool = typer.Option(
         False, "--background", help="Start and return (stop with `stop`)."
     ),
@@ -85,6 +94,7 @@ def serve(
     with reported_errors():
         from server import engine
 
+        notes: list[str] = []
         settings = engine.make_settings(
             data,
             http_port=http_port,
@@ -93,7 +103,11 @@ def serve(
             modalities=modality,
             remote_access=remote,
             engine=engine_choice.value,
+            listen=listen,
+            notes=notes,
         )
+        for note in notes:
+            out.print(f"Note: {note}", highlight=False)
         code = engine.serve(settings, background=background, on_ready=_print_ready)
     if code != 0:
         fail(f"the {engine_choice.value} server exited with code {code}")
@@ -134,9 +148,12 @@ def load(
             result = load_output(
                 output, connection, method=method.value, workers=workers, progress=progress
             )
+    for line in result.replaced:
+        out.print(f"  {line}", highlight=False)
     out.print(
         f"{result.total} objects: {result.sent} sent, "
         f"{result.already_present} already present, "
+        f"{len(result.replaced)} replaced, "
         f"{result.failed} failed, {result.missing} missing"
     )
     if not result.ok:

@@ -2,7 +2,7 @@
 
 It knows two AE titles besides its own: ``PYNETDICOM`` (a pynetdicom storage SCP started
 here, the C-MOVE destination; the pynetdicom SCU calls with the same title) and ``DCMTK``
-(dcmtk's tools). Four plain exams of a converted synthetic release (picked by pacs_testdata)
+(dcmtk's tools), both at 127.0.0.1, and ``ELSEWHERE`` at 127.0.0.2 (for the host check). Four plain exams of a converted synthetic release (picked by pacs_testdata)
 are loaded once over REST.
 """
 
@@ -15,7 +15,16 @@ import pytest
 
 import pacs_testdata
 from pacs_testdata import Output, make_output
-from pacs_tools import DCMTK_AET, PYNETDICOM_AET, Pacs, StorageSCP, free_port, pacs_settings
+from pacs_tools import (
+    DCMTK_AET,
+    ELSEWHERE_AET,
+    ELSEWHERE_HOST,
+    PYNETDICOM_AET,
+    Pacs,
+    StorageSCP,
+    free_port,
+    pacs_settings,
+)
 from server import native
 from server.client import OrthancClient
 from server.load import load
@@ -57,6 +66,7 @@ def pacs(
     modalities = (
         Modality(PYNETDICOM_AET, "127.0.0.1", scp.port),
         Modality(DCMTK_AET, "127.0.0.1", free_port()),
+        Modality(ELSEWHERE_AET, ELSEWHERE_HOST, free_port()),
     )
     settings = pacs_settings(tmp_path_factory.mktemp("orthanc"), modalities)
     server = native.start(settings)

@@ -20,6 +20,8 @@ from server.settings import Credentials, Modality, ServerSettings
 SERVER_AET = "VINDR-TEST"
 DCMTK_AET = "DCMTK"
 PYNETDICOM_AET = "PYNETDICOM"
+ELSEWHERE_AET = "ELSEWHERE"  # registered at another loopback address than the tests use
+ELSEWHERE_HOST = "127.0.0.2"
 
 
 def free_port() -> int:

@@ -57,7 +57,7 @@ def credentials(pacs: Pacs) -> list[str]:
 def test_load_and_verify_with_explicit_credentials(app: typer.Typer, pacs: Pacs) -> None:
     result = invoke(app, "load", pacs.out, *credentials(pacs), "--workers", "3")
     assert result.exit_code == 0, result.output
-    assert "24 objects: 0 sent, 24 already present, 0 failed, 0 missing" in result.output
+    assert "24 objects: 0 sent, 24 already present, 0 replaced, 0 failed, 0 missing" in result.output
     result = invoke(app, "verify", pacs.release, pacs.out, *credentials(pacs))
     assert result.exit_code == 0, result.output
     assert_verified_clean(result.output, studies=4, instances=24)

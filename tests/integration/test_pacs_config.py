@@ -10,8 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from server import docker
-from server.settings import Credentials, Modality, ServerSettings, orthanc_config, parse_version
+from server import docker, engine
+from server.errors import SettingsError
+from server.settings import (
+    Credentials,
+    Modality,
+    ServerSettings,
+    exposure_notes,
+    orthanc_config,
+    parse_version,
+)
 from server.userconfig import (
     UserConfig,
     ensure_credentials,
@@ -33,7 +41,9 @@ def settings(tmp_path: Path, **kwargs) -> ServerSettings:
 @pytest.mark.parametrize("version", ["1.10.1", "1.12.7", "mainline"])
 def test_policy_is_the_same_on_every_version(tmp_path: Path, version: str) -> None:
     config = orthanc_config(
-        settings(tmp_path, modalities=(Modality.parse("VIEWER@10.0.0.5:104"),)), version
+        settings(tmp_path, modalities=(Modality.parse("VIEWER@10.0.0.5:104"),),
+                 listen="0.0.0.0"),
+        version,
     )
     expected = {
         "AuthenticationEnabled": True,
@@ -53,6 +63,7 @@ def test_policy_is_the_same_on_every_version(tmp_path: Path, version: str) -> No
         "DicomAlwaysAllowFind": False,
         "DicomAlwaysAllowGet": False,
         "DicomAlwaysAllowMove": False,
+        "DicomCheckModalityHost": True,
     }
     assert {k: config[k] for k in expected} == expected
     assert config["DicomWeb"]["Root"] == "/dicom-web/"
@@ -242,3 +253,60 @@ def test_compose_config_accepts_the_project(tmp_path: Path) -> None:
         project.command("config", "--quiet"), capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- who can reach the PACS (issue 8) -------------------------------------------------------
+
+
+def test_dicom_is_host_checked_and_the_loader_is_local(tmp_path: Path) -> None:
+    config = orthanc_config(settings(tmp_path, modalities=(Modality.parse("V@127.0.0.1:1"),)),
+                            "1.10.1")
+    assert config["DicomCheckModalityHost"] is True
+    assert config["DicomAlwaysAllowStore"] is False and config["DicomAlwaysAllowEcho"] is False
+    assert config["DicomModalities"]["VINDR-LOADER"]["Host"] == "127.0.0.1"
+    assert settings(tmp_path).listen == "127.0.0.1"
+    stores = [m for m in config["DicomModalities"].values() if m["AllowStore"]]
+    assert [m["Host"] for m in stores] == ["127.0.0.1"]
+
+
+def test_a_modality_beyond_loopback_needs_listen(tmp_path: Path) -> None:
+    far = (Modality.parse("VIEWER@10.0.0.5:104"),)
+    with pytest.raises(SettingsError, match="--listen"):
+        settings(tmp_path, modalities=far)
+    assert settings(tmp_path, modalities=far, listen="0.0.0.0").listen == "0.0.0.0"
+    with pytest.raises(SettingsError, match="listen address"):
+        settings(tmp_path, listen="everywhere")
+
+
+def test_modality_host_names_are_resolved_and_said(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("VINDR_DICOM_CONFIG", str(tmp_path / "server.json"))
+    notes: list[str] = []
+    made = engine.make_settings(tmp_path / "pacs", modalities=["WS@localhost:11112"], notes=notes)
+    assert made.modalities[0].host == "127.0.0.1"
+    assert notes and "localhost resolved to 127.0.0.1" in notes[0]
+    with pytest.raises(SettingsError, match="must be an IP address"):
+        settings(tmp_path, modalities=(Modality.parse("WS@localhost:11112"),))
+    with pytest.raises(SettingsError, match="does not resolve"):
+        engine.make_settings(tmp_path / "pacs", modalities=["WS@no-such-host.invalid:104"])
+
+
+def test_serve_says_what_the_dicom_port_exposes(tmp_path: Path) -> None:
+    notes = " ".join(exposure_notes(settings(tmp_path), "1.10.1"))
+    assert "cannot bind its DICOM port" in notes and "VINDR-LOADER" in notes
+    assert "127.0.0.1 only" in notes
+
+
+def test_docker_publishes_dicom_on_loopback_unless_listen(tmp_path: Path, compose: dict) -> None:
+    assert compose["services"]["orthanc"]["ports"][1].startswith("${VINDR_DICOM_BIND:-127.0.0.1}:")
+    local = docker.prepare(settings(tmp_path / "local"))
+    env = dict(line.split("=", 1) for line in local.env_file.read_text().splitlines())
+    assert env["VINDR_DICOM_BIND"] == "127.0.0.1"
+    config = json.loads(local.orthanc_secret.read_text())
+    assert "VINDR-LOADER" in config["DicomModalities"]  # reachable from this machine only
+    far = docker.prepare(settings(tmp_path / "far", listen="0.0.0.0",
+                                  modalities=(Modality.parse("VIEWER@10.0.0.5:104"),)))
+    config = json.loads(far.orthanc_secret.read_text())
+    assert config["DicomCheckModalityHost"] is True
+    assert list(config["DicomModalities"]) == ["VIEWER"]  # no store-enabled AE title
+    for folder in (far.root, far.root / "storage", far.root / "postgres"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -4,6 +4,7 @@ converted from is the ``src`` (verify rebuilds its annotation CSVs from the PACS
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +45,7 @@ def test_verify_session_output_is_clean(pacs: Pacs) -> None:
     )
     assert result.ok, result.problems
     assert (result.studies, result.instances) == (4, 24)
-    assert seen == [1, 2, 3, 4]
+    assert seen == list(range(1, 4 + 24 + 1))  # studies, then the content of each instance
 
 
 def test_verify_reports_unserved_instances_and_studies(pacs: Pacs, tmp_path: Path) -> None:
@@ -115,6 +116,9 @@ def test_verify_reports_a_seg_that_disagrees_with_its_sr(pacs: Pacs, tmp_path: P
     seg = pydicom.dcmread(entry.file(out))
     seg.PixelData = bytes(b ^ 0xFF for b in seg.PixelData)  # every mask bit inverted
     seg.save_as(entry.file(out), enforce_file_format=True)
+    digest = hashlib.sha256(entry.file(out).read_bytes()).hexdigest()  # the manifest follows
+    write_manifest(out, [replace(e, sha256=digest) if e == entry else e
+                         for e in read_manifest(out)])
     assert load(out, pacs.connection).ok
     result = verify(output.release, out, pacs.connection)
     assert {p.code for p in result.problems} == {"pacs-sr-seg"}
