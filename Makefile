@@ -10,8 +10,10 @@ PY := $(VENV)/bin/python
 # Needed: Python and its venv module, the PACS, its DICOMweb plugin, dcmtk (a real DIMSE
 # client for the tests).
 APT_PACKAGES = python3 python3-venv orthanc orthanc-dicomweb dcmtk
-# Wanted: PixelMed's SR validator (its test is skipped when they cannot be installed).
-APT_OPTIONAL = libpixelmed-java default-jre-headless
+# Wanted: PixelMed's SR validator, and Debian's chromium for the viewer's browser test
+# (those tests are skipped when they cannot be installed); npm fetches the OHIF viewer
+# (`vindr-convert view`), installed from Debian only when no npm is on PATH.
+APT_OPTIONAL = libpixelmed-java default-jre-headless chromium
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
@@ -23,6 +25,7 @@ apt:
 	@set -e; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	missing(){ for p in "$$@"; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; }; \
 	need="$$(missing $(APT_PACKAGES))"; want="$$(missing $(APT_OPTIONAL))"; \
+	command -v npm >/dev/null 2>&1 || want="$$want npm"; \
 	if [ -n "$$need$$want" ]; then $$SUDO apt-get update -qq; fi; \
 	if [ -n "$$need" ]; then \
 	  echo "installing Debian packages:" $$need; \
@@ -31,7 +34,7 @@ apt:
 	if [ -n "$$want" ]; then \
 	  echo "installing optional Debian packages:" $$want; \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$want \
-	    || echo "warning: could not install" $$want "- the PixelMed SR test will be skipped"; \
+	    || echo "warning: could not install" $$want "- the tests that need them will be skipped"; \
 	fi
 
 venv: $(VENV)/.installed

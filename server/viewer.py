@@ -51,6 +51,7 @@ OHIF_VERSION = "3.13.2"
 # microscopy viewer.
 OHIF_DROPPED = ("ort", "dicom-microscopy-viewer")
 PROXIED = ("/dicom-web/", "/wado")
+MAMMO_PROTOCOL = "vindr-mammo-4up"  # the hanging protocol of ohif-app-config.js
 CHUNK = 1 << 16
 UPSTREAM_TIMEOUT = 300.0
 # Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself.
@@ -308,26 +309,32 @@ class Gateway(ThreadingHTTPServer):
 
     def request(self, method: str, target: str, body: bytes,
                 headers: dict[str, str]) -> _Answer:
-        """Send one request upstream on a pooled keep-alive connection (one retry on a
-        connection the PACS closed meanwhile)."""
+        """Send one request upstream on a pooled keep-alive connection; a GET that fails on
+        a kept-alive connection (closed by the PACS meanwhile) is sent again on a new one."""
         host, port, prefix = self._upstream
-        for attempt in (1, 2):
-            with self._lock:
-                conn = self._pool.pop() if self._pool else None
-            fresh = conn is None
-            conn = conn or http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
+        idempotent = method in ("GET", "HEAD")  # others go on a new connection, never twice
+        with self._lock:
+            conn = self._pool.pop() if self._pool and idempotent else None
+        if conn is not None:  # a kept-alive connection the PACS may have closed meanwhile
             try:
-                conn.putrequest(method, prefix + target, skip_accept_encoding=True)
-                for key, value in headers.items():
-                    conn.putheader(key, value)
-                conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body)
-                return _Answer(_Pooled(self._pool, self._lock, conn), conn.getresponse())
+                return self._send(conn, method, prefix + target, body, headers)
             except (OSError, http.client.HTTPException):
                 conn.close()
-                if fresh or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
+        try:
+            return self._send(conn, method, prefix + target, body, headers)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            raise
+
+    def _send(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes,
+              headers: dict[str, str]) -> _Answer:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        return _Answer(_Pooled(self._pool, self._lock, conn), conn.getresponse())
 
 
 def start_gateway(settings: ViewerSettings) -> tuple[Gateway, threading.Thread]:
@@ -345,10 +352,11 @@ READY_TIMEOUT = 15.0
 
 
 def state_path() -> Path:
-    """Where a background viewer records its pid and URL."""
-    from .userconfig import data_home
+    """Where a background viewer records its pid and URL: beside the per-user server file
+    (``$VINDR_DICOM_CONFIG`` moves both)."""
+    from .userconfig import config_path
 
-    return data_home() / STATE_FILE
+    return config_path().with_name(STATE_FILE)
 
 
 def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None]:
@@ -367,7 +375,10 @@ def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None
     except OrthancError as exc:
         log.info("no annotated exam found: %s", exc)
         return study_list, None
-    return study_list, f"{gateway_url}/viewer?StudyInstanceUIDs={study}" if study else None
+    if not study:
+        return study_list, None
+    return study_list, (f"{gateway_url}/viewer?StudyInstanceUIDs={study}"
+                        f"&hangingprotocolId={MAMMO_PROTOCOL}")
 
 
 def serve_foreground(settings: ViewerSettings,

@@ -34,6 +34,7 @@ from server.verify import VerifyResult, verify
 
 DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
 DEMO_AET_PORT = 11113  # where it would receive a C-MOVE
+VIEWER_PORT = 3000
 Step = Callable[[str], None]
 
 
@@ -48,6 +49,8 @@ class DemoResult:
     verified: VerifyResult | None = None
     settings: ServerSettings | None = None
     queries: list[tuple[str, str, str]] = field(default_factory=list)  # (what, how, answer)
+    viewer: tuple[str, str | None] | None = None  # (study list URL, annotated exam URL)
+    viewer_note: str = ""  # why there is no viewer, when there is none
 
     @property
     def ok(self) -> bool:
@@ -167,7 +170,22 @@ def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int 
         return result
     step("query")
     result.queries = run_queries(settings, connection)
+    step("viewer: OHIF behind the same-origin gateway")
+    try:
+        result.viewer = start_viewer(connection)
+    except ServerError as exc:  # the archive works without it: say why, go on
+        result.viewer_note = str(exc)
     return result
+
+
+def start_viewer(connection: Connection) -> tuple[str, str | None]:
+    """The OHIF viewer on this PACS, in the background (port 3000, else a free one)."""
+    from server import viewer
+
+    ohif = viewer.install_ohif()
+    port = VIEWER_PORT if not native.port_in_use(VIEWER_PORT) else _free_port()
+    _, url = viewer.start_background(viewer.ViewerSettings(ohif, connection, port=port))
+    return viewer.exam_urls(url, connection)
 
 
 def password_snippet() -> str:

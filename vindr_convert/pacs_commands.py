@@ -299,4 +299,12 @@ def _print_demo(result, snippet: str) -> None:
     for what, how, answer in result.queries:
         out.print(f"  # {what}: {answer}")
         out.print(f"  {how}", highlight=False)
+    if result.viewer is not None:
+        study_list, exam = result.viewer
+        out.print(f"\n[bold]Viewer (OHIF)[/]: {study_list}")
+        if exam:
+            out.print(f"  an annotated exam, four views with the boxes: {exam}")
+        out.print("Stop the viewer with: vindr-convert view --stop")
+    elif result.viewer_note:
+        out.print(f"\nNo viewer: {result.viewer_note}")
     out.print("Stop the PACS with: vindr-convert stop")

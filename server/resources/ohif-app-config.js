@@ -38,30 +38,56 @@ const vindrMammo4up = {
   }],
 };
 /**
- * Draw the exam's SR boxes on the 4-up: once the layout is hung, the exam's SR is loaded
- * and its boxes hydrated (OHIF's own loadTrackedSRMeasurements), then the four views are
- * put back (hydration moves one viewport to the first box's image).
+ * Label the hydrated boxes like the SR viewport does ("Mass, Focal Asymmetry (BI-RADS 4)")
+ * instead of with ROI statistics: each image's hydrated rectangles get, in order, the labels
+ * of the same image's SR display annotations (both follow the SR's order).
+ */
+const labelBoxes = () => {
+  const tools = window.cornerstoneTools;
+  if (!tools) return;
+  const all = tools.annotation.state.getAllAnnotations();
+  const byImage = name => all.filter(a => a.metadata.toolName === name).reduce((map, a) => {
+    const key = a.metadata.referencedImageId;
+    return map.set(key, [...(map.get(key) || []), a]);
+  }, new Map());
+  const labels = byImage('DICOMSRDisplay');
+  byImage('RectangleROI').forEach((boxes, imageId) => (labels.get(imageId) || [])
+    .forEach((named, i) => { if (boxes[i] && named.data.label) boxes[i].data.label = named.data.label; }));
+  tools.ToolGroupManager.getAllToolGroups().forEach(group => {
+    if (group.hasTool?.('RectangleROI')) {
+      group.setToolConfiguration('RectangleROI', {
+        getTextLines: data => [data.label || data.finding?.text || 'Finding'] });
+    }
+  });
+  window.cornerstone?.getRenderingEngines().forEach(engine => engine.render());
+};
+
+/**
+ * Draw the exam's SR boxes on the 4-up: once the layout is hung, the exam's MG series are
+ * marked as tracked (so OHIF does not ask whether to track them) and the SR's boxes are
+ * hydrated into measurements on their images, without moving any view.
  */
 const hydrateSrOn4up = ({ servicesManager, commandsManager }) => {
   const { displaySetService, viewportGridService, hangingProtocolService } = servicesManager.services;
   const done = new Set();
   const hydrate = async () => {
-    const { protocolId } = hangingProtocolService.getActiveProtocol?.() || {};
-    if (protocolId !== vindrMammo4up.id && hangingProtocolService.protocol?.id !== vindrMammo4up.id) return;
-    const sr = displaySetService.getActiveDisplaySets().find(ds => ds.Modality === 'SR');
+    if (hangingProtocolService.getActiveProtocol?.()?.protocol?.id !== vindrMammo4up.id) return;
+    const sets = displaySetService.getActiveDisplaySets();
+    const sr = sets.find(ds => ds.Modality === 'SR');
     if (!sr || done.has(sr.displaySetInstanceUID)) return;
-    const views = [...viewportGridService.getState().viewports].map(([id, v]) => [id, v.displaySetInstanceUIDs]);
-    if (views.length !== 4 || views.some(([, uids]) => !uids || !uids.length)) return;
+    const views = [...viewportGridService.getState().viewports.values()];
+    if (views.length !== 4 || views.some(v => !v.displaySetInstanceUIDs?.length)) return;
     done.add(sr.displaySetInstanceUID);
     if (!sr.isLoaded) await sr.load();
-    commandsManager.runCommand('loadTrackedSRMeasurements', {
-      displaySetInstanceUID: sr.displaySetInstanceUID, SeriesInstanceUID: sr.SeriesInstanceUID,
-      viewportId: views[0][0],
-    });
-    setTimeout(() => views.forEach(([viewportId, displaySetInstanceUIDs]) =>
-      viewportGridService.setDisplaySetsForViewport({ viewportId, displaySetInstanceUIDs })), 1000);
+    if (!sr.measurements?.length) return;  // an exam without boxes: nothing to draw
+    const series = [...new Set(sets.filter(ds => ds.Modality === 'MG').map(ds => ds.SeriesInstanceUID))];
+    commandsManager.runCommand('restoreTrackedSeries', {
+      StudyInstanceUID: sr.StudyInstanceUID, SeriesInstanceUIDs: series });
+    commandsManager.runCommand('hydrateStructuredReport', {
+      displaySetInstanceUID: sr.displaySetInstanceUID });
+    labelBoxes();
   };
-  const later = () => setTimeout(() => hydrate().catch(e => console.warn('vindr: SR not drawn', e)), 500);
+  const later = () => setTimeout(() => hydrate().catch(e => console.warn('vindr: SR not drawn', e)), 300);
   const subscriptions = [
     hangingProtocolService.subscribe(hangingProtocolService.EVENTS.PROTOCOL_CHANGED, later),
     viewportGridService.subscribe(viewportGridService.EVENTS.GRID_STATE_CHANGED, later),

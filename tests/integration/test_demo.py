@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
 
-from server import engine
+from server import engine, viewer
 from vindr_convert.demo import run_demo
 
 pytestmark = pytest.mark.integration
@@ -20,6 +21,13 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path: Path) -> None:
                           first.verified and first.verified.problems)
         assert first.loaded is not None and first.loaded.sent == first.loaded.total > 0
         assert first.verified is not None and first.verified.studies == 4
+        if first.viewer is None:  # only without npm or the OHIF package
+            assert "npm" in first.viewer_note or "OHIF" in first.viewer_note, first.viewer_note
+        else:
+            study_list, exam = first.viewer
+            assert requests.get(study_list, timeout=10).status_code == 200
+            assert exam and "hangingprotocolId=vindr-mammo-4up" in exam
+            assert requests.get(study_list + "dicom-web/studies", timeout=10).json()
         answers = {what: answer for what, _, answer in first.queries}
         assert answers["C-FIND: test-split studies"] == answers["QIDO-RS: test studies"]
         assert any(step.startswith("query") for step in steps)
@@ -31,4 +39,5 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(tmp_path: Path) -> None:
         assert again.loaded is not None and again.loaded.sent == 0
         assert again.conversion is not None and again.conversion.skipped_studies == 4
     finally:
+        viewer.stop_background()
         engine.stop(tmp_path / "orthanc")

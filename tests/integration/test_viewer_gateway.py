@@ -33,6 +33,14 @@ def gateway(pacs: Pacs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
         thread.join(timeout=5)
 
 
+def _studies(pacs: Pacs) -> list[dict]:
+    """Every study the PACS holds (other tests add some), asked directly with credentials."""
+    answer = requests.get(pacs.connection.url + "/dicom-web/studies",
+                          auth=pacs.connection.session().auth)
+    answer.raise_for_status()
+    return answer.json()
+
+
 def test_static_files_and_single_page_fallback(gateway: Gateway) -> None:
     assert requests.get(gateway.url + "/").text == "<html>OHIF stand-in</html>"
     assert requests.get(gateway.url + "/app.bundle.js").text == "console.log('bundle');"
@@ -56,7 +64,7 @@ def test_no_credentials_needed_and_none_leaked(gateway: Gateway, pacs: Pacs) -> 
     assert direct.status_code == 401  # the PACS itself wants them
     answer = requests.get(gateway.url + "/dicom-web/studies")
     assert answer.status_code == 200
-    assert len(answer.json()) == len(pacs.studies)
+    assert len(answer.json()) == len(_studies(pacs)) >= len(pacs.studies)
     assert "WWW-Authenticate" not in answer.headers
 
 
@@ -66,7 +74,7 @@ def test_encoded_wildcards_and_field_lists_are_decoded(gateway: Gateway, pacs: P
     direct = requests.get(pacs.connection.url + encoded, auth=pacs.connection.session().auth)
     assert direct.status_code == 200 and direct.json() == []  # the trap the gateway removes
     found = requests.get(gateway.url + encoded).json()
-    assert len(found) == len(pacs.studies)
+    assert len(found) == len(_studies(pacs)) >= len(pacs.studies)
     assert all("00081030" in study and "00101010" in study for study in found)
 
 
