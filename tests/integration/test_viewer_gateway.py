@@ -71,11 +71,12 @@ def test_no_credentials_needed_and_none_leaked(gateway: Gateway, pacs: Pacs) -> 
 def test_encoded_wildcards_and_field_lists_are_decoded(gateway: Gateway, pacs: Pacs) -> None:
     """OHIF sends ``PatientID=VINDR-%2A`` and ``includefield=00081030%2C00100020``."""
     encoded = "/dicom-web/studies?PatientID=VINDR-%2A&includefield=00081030%2C00101010"
-    direct = requests.get(pacs.connection.url + encoded, auth=pacs.connection.session().auth)
-    assert direct.status_code == 200 and direct.json() == []  # the trap the gateway removes
+    # Debian's Orthanc 1.10 answers this directly with no study at all (the trap the
+    # gateway removes); whatever the PACS version, through the gateway it finds them all.
     found = requests.get(gateway.url + encoded).json()
     assert len(found) == len(_studies(pacs)) >= len(pacs.studies)
-    assert all("00081030" in study and "00101010" in study for study in found)
+    assert all("00081030" in study for study in found)  # both include fields honoured
+    assert any("00101010" in study for study in found)  # (PatientAge: absent from some exams)
 
 
 def test_bulk_data_uris_are_same_origin(gateway: Gateway, pacs: Pacs) -> None:
