@@ -21,6 +21,7 @@ from .settings import (
     Modality,
     ServerSettings,
     exposure_notes,
+    index_notes,
 )
 from .userconfig import (
     config_path,
@@ -89,7 +90,7 @@ def make_settings(
 
 def _info(settings: ServerSettings, version: str, pid: int | None) -> ServerInfo:
     notes = (docker.exposure_notes(settings) if settings.engine == "docker"
-             else exposure_notes(settings, version))
+             else exposure_notes(settings, version) + index_notes(version))
     return ServerInfo(
         engine=settings.engine,
         url=settings.url,

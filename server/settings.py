@@ -401,3 +401,17 @@ def exposure_notes(settings: ServerSettings, version: str) -> list[str]:
         notes.append(f"the store-enabled AE title {settings.loader_aet} is accepted from "
                      f"{LOOPBACK} only")
     return notes
+
+
+def index_notes(version: str) -> list[str]:
+    """What the index of Orthanc ``version`` cannot answer by itself, with its measured cost."""
+    try:
+        too_old = parse_version(version) < EXTRA_MAIN_DICOM_TAGS_SINCE
+    except ValueError:  # e.g. the docker image's tag: a recent Orthanc
+        return []
+    if not too_old:
+        return []
+    return [f"index: Orthanc {version} cannot index ImageLaterality, ViewPosition or "
+            "PatientAge (ExtraMainDicomTags needs 1.11): filters on them read every candidate "
+            "file, about 2 ms an image (8 s for the left CC views of 1,000 exams), and study or "
+            "series lists over DICOMweb cost 20-50 x the index (BENCHMARKS.md)"]
