@@ -193,7 +193,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
         headers.update(self.server.upstream_headers)
-        headers["Forwarded"] = f"host={self.headers.get('Host', '')};proto=http"
+        # Both name the gateway: the DICOMweb plugin builds BulkDataURIs and RetrieveURLs from
+        # the RFC 7239 Forwarded header, or from Host in versions that ignore it.
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        headers["Forwarded"] = f"host={host};proto=http"
+        headers["Host"] = host
         try:
             answer = self.server.request(self.command, target, body, headers)
         except (OSError, http.client.HTTPException) as exc:
@@ -329,7 +333,7 @@ class Gateway(ThreadingHTTPServer):
 
     def _send(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes,
               headers: dict[str, str]) -> _Answer:
-        conn.putrequest(method, target, skip_accept_encoding=True)
+        conn.putrequest(method, target, skip_host="Host" in headers, skip_accept_encoding=True)
         for key, value in headers.items():
             conn.putheader(key, value)
         conn.putheader("Content-Length", str(len(body)))
