@@ -97,3 +97,10 @@ def test_config_file_is_private_and_lists_one_plugin(pacs: Pacs) -> None:
     assert config["Plugins"] == [str(native.PLUGIN_DIR / native.DICOMWEB_PLUGIN)]
     assert Path(config["TemporaryDirectory"]).is_dir()
     assert config["RemoteAccessAllowed"] is False
+
+
+def test_orthanc_runs_without_nagle_delay(pacs: Pacs) -> None:
+    """DCMTK in Orthanc leaves Nagle on unless TCP_NODELAY is set: every association then
+    waited for delayed ACKs (0.11 s a C-ECHO instead of 0.02 s; BENCHMARKS.md)."""
+    environment = Path(f"/proc/{pacs.server.pid}/environ").read_bytes().split(b"\0")
+    assert b"TCP_NODELAY=1" in environment
