@@ -44,18 +44,10 @@ from server.settings import Credentials, Modality, ServerSettings  # noqa: E402
 BENCH_AET = "BENCH"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _settings(data: Path) -> ServerSettings:
     return ServerSettings(data_dir=data, credentials=Credentials("bench", "bench-password-1"),
-                          http_port=_free_port(), dicom_port=_free_port(),
-                          modalities=(Modality(BENCH_AET, "127.0.0.1", _free_port()),))
+                          http_port=native.free_port(), dicom_port=native.free_port(),
+                          modalities=(Modality(BENCH_AET, "127.0.0.1", native.free_port()),))
 
 
 def _timed(run: Callable[[], int], repeat: int) -> tuple[float, float, int]:

@@ -149,6 +149,13 @@ def make_private(folder: Path) -> None:
             os.chmod(os.path.join(root, name), PRIVATE_FILE)
 
 
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_in_use(port: int) -> bool:
     """True when something already listens on ``port`` (any interface)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

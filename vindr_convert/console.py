@@ -112,9 +112,11 @@ def progress_bar(label: str) -> Iterator[ProgressCallback]:
         yield update
 
 
-def list_problems(lines: Iterable[str], total: int, where: str = "report.json") -> None:
-    """Print the first :data:`MAX_LISTED` lines, then how many more are in ``where``."""
+def list_problems(lines: Iterable[str], total: int, where: str | None = None) -> None:
+    """Print the first :data:`MAX_LISTED` lines, then how many more there are (and in which
+    file, ``where``, when one holds them all)."""
     for line in list(lines)[:MAX_LISTED]:
         err.print(f"  {line}", highlight=False)
     if total > MAX_LISTED:
-        err.print(f"  ... and {total - MAX_LISTED} more in {where}", highlight=False)
+        place = f" in {where}" if where else ""
+        err.print(f"  ... and {total - MAX_LISTED} more{place}", highlight=False)

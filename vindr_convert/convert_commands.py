@@ -53,7 +53,7 @@ def convert(
                                      options=ConvertOptions(write_sr=sr, write_seg=seg),
                                      progress=progress)
     errors = [p for p in result.problems if p.severity == "error"]
-    list_problems((f"[red]error[/red] {p}" for p in errors), len(errors))
+    list_problems((f"[red]error[/red] {p}" for p in errors), len(errors), where="report.json")
     table = Table(title=f"converted into {out}")
     for column in ("exams", "images", "failed", "resumed exams", "MG", "SR", "SEG",
                    "errors", "warnings"):
@@ -90,8 +90,7 @@ def validate(
     screen.print(table)
     for text, count in sorted(report.warnings.items()):
         screen.print(f"  dciodvfy warning x{count}: {text}")
-    list_problems((f"[red]error[/red] {p}" for p in report.issues), len(report.issues),
-                  where="the full list: re-run with fewer objects")
+    list_problems((f"[red]error[/red] {p}" for p in report.issues), len(report.issues))
     screen.print("OK" if report.ok else f"FAILED: {len(report.issues)} problem(s)")
     if not report.ok:
         raise typer.Exit(EXIT_ITEMS_FAILED)
@@ -113,8 +112,7 @@ def export(
         if compare is None:
             return
         differences = compare_with_release(compare, breast_rows, finding_rows)
-    list_problems((f"[red]diff[/red] {d}" for d in differences), len(differences),
-                  where="the exported CSVs")
+    list_problems((f"[red]diff[/red] {d}" for d in differences), len(differences))
     screen.print("identical to the source" if not differences
               else f"{len(differences)} difference(s)")
     if differences:

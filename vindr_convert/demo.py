@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,12 +59,6 @@ class DemoResult:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_pacs(data_dir: Path) -> ServerSettings:
     """A native Orthanc on ``data_dir``: the one already running there, or a new one.
 
@@ -80,7 +73,7 @@ def start_pacs(data_dir: Path) -> ServerSettings:
                                     modalities=modalities)
     http, dicom = DEFAULT_HTTP_PORT, DEFAULT_DICOM_PORT
     if native.port_in_use(http) or native.port_in_use(dicom):
-        http, dicom = _free_port(), _free_port()
+        http, dicom = native.free_port(), native.free_port()
     settings = engine.make_settings(data_dir, http_port=http, dicom_port=dicom,
                                     modalities=modalities)
     engine.serve(settings, background=True)
@@ -183,7 +176,7 @@ def start_viewer(connection: Connection) -> tuple[str, str | None]:
     from server import viewer
 
     ohif = viewer.install_ohif()
-    port = VIEWER_PORT if not native.port_in_use(VIEWER_PORT) else _free_port()
+    port = VIEWER_PORT if not native.port_in_use(VIEWER_PORT) else native.free_port()
     _, url = viewer.start_background(viewer.ViewerSettings(ohif, connection, port=port))
     return viewer.exam_urls(url, connection)
 

@@ -157,7 +157,7 @@ def load(
         f"{result.failed} failed, {result.missing} missing"
     )
     if not result.ok:
-        list_problems(map(str, result.errors), len(result.errors), where="the PACS")
+        list_problems(map(str, result.errors), len(result.errors))
         fail("load incomplete: re-run the same command to send what is missing")
 
 def verify(
@@ -182,8 +182,7 @@ def verify(
     if not result.ok:
         from server.verify import describe
 
-        list_problems(map(describe, result.problems), len(result.problems),
-                      where="the table above")
+        list_problems(map(describe, result.problems), len(result.problems))
         fail("the PACS does not match the converted folder")
 
 def demo(

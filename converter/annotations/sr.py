@@ -342,10 +342,7 @@ def _library_uids(ds: Dataset) -> tuple[str, ...]:
 
     def walk(items: Iterable[Dataset], inside: bool) -> None:
         for item in items:
-            name = item.get("ConceptNameCodeSequence")
-            here = inside or bool(
-                name and (name[0].CodingSchemeDesignator, name[0].CodeValue) == _IMAGE_LIBRARY
-            )
+            here = inside or _concept(item) == _IMAGE_LIBRARY
             if here:
                 for ref in item.get("ReferencedSOPSequence", []):
                     found.append(str(ref.ReferencedSOPInstanceUID))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -24,11 +23,7 @@ ELSEWHERE_AET = "ELSEWHERE"  # registered at another loopback address than the t
 ELSEWHERE_HOST = "127.0.0.2"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = native.free_port
 
 
 def dcmtk(tool: str) -> str:
