@@ -291,15 +291,19 @@ def _study_files(out: Path, study_id: str) -> list[Path]:
     return [p for p in files if p.is_file()]
 
 
-def prune_study(out: Path, study: StudyRecord, rows: Iterable[ManifestRow]) -> None:
-    """Remove the exam's files that ``rows`` do not list, and its folders left empty."""
-    keep = {out / row.path for row in rows}
-    for path in _study_files(out, study.study_id):
+def _remove_study_files(out: Path, study_id: str, keep: set[Path]) -> None:
+    """Remove the exam's files not in ``keep``, and its folders left empty."""
+    for path in _study_files(out, study_id):
         if path not in keep:
             path.unlink()
     for folder in ("images", "seg"):
         with contextlib.suppress(OSError):
-            (out / folder / study.study_id).rmdir()  # only when empty
+            (out / folder / study_id).rmdir()  # only when empty
+
+
+def prune_study(out: Path, study: StudyRecord, rows: Iterable[ManifestRow]) -> None:
+    """Remove the exam's files that ``rows`` do not list, and its folders left empty."""
+    _remove_study_files(out, study.study_id, {out / row.path for row in rows})
 
 
 def prune_gone(out: Path, study_ids: set[str]) -> None:
@@ -309,12 +313,8 @@ def prune_gone(out: Path, study_ids: set[str]) -> None:
     found |= {p.stem for folder in ("sr", STATE_DIR) for p in (out / folder).glob("*.*")}
     for study_id in sorted(i for i in found - study_ids if is_hex_id(i)):
         log.info("removing the output of exam %s, no longer in the release", study_id)
-        for path in _study_files(out, study_id):
-            path.unlink()
+        _remove_study_files(out, study_id, set())
         _state_path(out, study_id).unlink(missing_ok=True)
-        for folder in ("images", "seg"):
-            with contextlib.suppress(OSError):
-                (out / folder / study_id).rmdir()
 
 
 def remove_partials(out: Path) -> None:
