@@ -10,6 +10,7 @@ truncated one; a failure removes the temporary file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import BinaryIO
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
+CHUNK = 1 << 20
 
 
 def partial_path(path: Path) -> Path:
@@ -63,6 +65,19 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None,
     with atomic_writer(path, mode=mode, fsync=fsync) as handle:
         handle.write(payload)
     return Path(path)
+
+
+def hash_file(path: Path, algorithms: tuple[str, ...] = ("sha256",)) -> tuple[dict[str, str], int]:
+    """Hex digests of ``path`` for each of ``algorithms`` (hashlib names) and its size, from
+    one read in 1 MiB chunks (OSError when it cannot be read)."""
+    hashes = {name: hashlib.new(name) for name in algorithms}
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            for digest in hashes.values():
+                digest.update(chunk)
+            size += len(chunk)
+    return {name: digest.hexdigest() for name, digest in hashes.items()}, size
 
 
 def private_dir(path: Path) -> Path:

@@ -7,7 +7,6 @@ the ones the manifest lists, so those checks are done here.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from pydicom.dataset import Dataset
 from . import codes
 from .annotations.checks import check_sr_seg
 from .errors import ValidatorMissing
+from .fileio import hash_file
 from .errors import ManifestError
 from .manifest import ManifestRow, read_manifest
 from .naming import is_valid_uid, patient_id, uid_to_hex
@@ -145,21 +145,13 @@ def identity_issues(ds: Dataset, row: ManifestRow) -> list[str]:
     return problems
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_object(out: Path, row: ManifestRow) -> tuple[DciodvfyResult, list[str]]:
     """dciodvfy result and project-check failures of one manifest object."""
     path = out / row.path
     if not path.is_file():
         return DciodvfyResult(), ["file listed in the manifest is missing"]
     checks = []
-    if _sha256(path) != row.sha256:
+    if hash_file(path)[0]["sha256"] != row.sha256:
         checks.append("SHA-256 differs from the manifest")
     ds = pydicom.dcmread(path, stop_before_pixels=row.kind == "MG")
     checks += uid_issues(ds) + identity_issues(ds, row)

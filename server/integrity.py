@@ -14,16 +14,15 @@ implementation UID, the calling AE title), so only the data set can be the same 
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from converter.fileio import hash_file
 from converter.manifest import ManifestRow
 
 from .client import HeldInstance, OrthancClient
 
-CHUNK = 1 << 20
 # VRs whose explicit-VR element header has a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
@@ -40,13 +39,8 @@ class LocalDigest:
 
 def digest_file(path: Path) -> LocalDigest:
     """Hash ``path`` in 1 MiB chunks (OSError when it cannot be read)."""
-    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
-    return LocalDigest(sha.hexdigest(), md5.hexdigest(), size)
+    digests, size = hash_file(path, ("sha256", "md5"))
+    return LocalDigest(digests["sha256"], digests["md5"], size)
 
 
 def manifest_mismatch(entry: ManifestRow, digest: LocalDigest) -> str | None:
