@@ -1,0 +1,397 @@
+"""A private PostgreSQL server for Orthanc's PostgreSQL index plugin.
+
+Debian's own server binaries (package ``postgresql``, ``/usr/lib/postgresql/<major>/bin``,
+the highest major installed), never the system cluster nor ``/etc/postgresql``. Everything
+lives in one folder::
+
+    FOLDER/cluster/          the database cluster; its postgresql.conf and pg_hba.conf are ours
+    FOLDER/socket/           its unix socket
+    FOLDER/postgresql.log    the server's log
+    FOLDER/credentials.json  role, database and password for Orthanc (made once)
+
+Everything in it is private: folders mode 700, files 600. The server listens on 127.0.0.1
+only and admits one role, ``orthanc``, to one database, ``orthanc`` (its owner, not a
+superuser), with scram-sha-256 over TCP from 127.0.0.1/32 or over the socket. The bootstrap
+superuser has no password, so nobody logs in as it: the role and the database are made by
+``postgres --single`` right after initdb, before the server ever listens.
+
+PostgreSQL refuses to run as root. As root, each of its commands runs in a user namespace
+(``unshare --user``) mapping root to the ``postgres`` account (else ``nobody``): inside, the
+process is not root, the root-owned cluster looks like its own, and it can still enter
+root-only folders (same owner on the outside). Other users run the binaries directly.
+
+:func:`start` starts a server (initdb the first time) and waits until it accepts TCP
+connections; :func:`stop` stops it from any process; :func:`orthanc_section` is Orthanc's
+``"PostgreSQL"`` configuration section for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
+
+from .errors import ServerError
+
+PG_ROOT = Path("/usr/lib/postgresql")
+INSTALL_HINT = "apt-get install -y --no-install-recommends postgresql"
+HOST = "127.0.0.1"
+USERNAME = "orthanc"
+DATABASE = "orthanc"
+MAX_CONNECTIONS = 100
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the final NUL
+UMASK = 0o077
+# Sized for a small machine (2 cores, 24 GiB); durability stays on (fsync, full page writes).
+SETTINGS = {
+    "listen_addresses": f"'{HOST}'",
+    "max_connections": str(MAX_CONNECTIONS),
+    "shared_buffers": "'256MB'",
+    "effective_cache_size": "'4GB'",
+    "password_encryption": "'scram-sha-256'",
+    "unix_socket_permissions": "0700",
+    "fsync": "on",
+    "full_page_writes": "on",
+    "logging_collector": "off",
+    "lc_messages": "'C'",
+    "timezone": "'UTC'",
+    "log_timezone": "'UTC'",
+}
+HBA = (
+    f"local   {DATABASE}  {USERNAME}                  scram-sha-256\n"
+    f"host    {DATABASE}  {USERNAME}  {HOST}/32  scram-sha-256\n"
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files of a private PostgreSQL server inside its folder."""
+
+    root: Path
+
+    @property
+    def cluster(self) -> Path:
+        """The database cluster (PGDATA)."""
+        return self.root / "cluster"
+
+    @property
+    def socket_dir(self) -> Path:
+        """unix_socket_directories."""
+        return self.root / "socket"
+
+    @property
+    def log(self) -> Path:
+        """The server's stderr."""
+        return self.root / "postgresql.log"
+
+    @property
+    def credentials(self) -> Path:
+        """Role, database and password (JSON, mode 600)."""
+        return self.root / "credentials.json"
+
+    @property
+    def pid_file(self) -> Path:
+        """PostgreSQL's own postmaster.pid (pid, data dir, start time, port, ...)."""
+        return self.cluster / "postmaster.pid"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How Orthanc logs in: a role, its password and its database."""
+
+    username: str
+    password: str = field(repr=False)
+    database: str
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running server started by :func:`start`."""
+
+    folder: Path
+    pid: int
+    port: int
+    credentials: Credentials
+    host: str = HOST
+
+    @property
+    def dsn(self) -> str:
+        """A libpq connection string, without the password (give it as PGPASSWORD)."""
+        creds = self.credentials
+        return f"host={self.host} port={self.port} dbname={creds.database} user={creds.username}"
+
+    def environment(self) -> dict[str, str]:
+        """libpq's PG* variables (password included) for psql and the like."""
+        creds = self.credentials
+        return {"PGHOST": self.host, "PGPORT": str(self.port), "PGDATABASE": creds.database,
+                "PGUSER": creds.username, "PGPASSWORD": creds.password}
+
+
+def bin_dir(root: Path = PG_ROOT) -> Path:
+    """The bin folder of the highest PostgreSQL major installed; ServerError (with an install
+    hint) when there is none."""
+    tools = ("initdb", "pg_ctl", "postgres", "pg_isready")
+    found = [p / "bin" for p in root.glob("*") if p.name.isdigit()
+             and all((p / "bin" / tool).exists() for tool in tools)]
+    if not found:
+        raise ServerError(f"PostgreSQL's server is not installed (no {root}/<major>/bin/"
+                          f"postgres): {INSTALL_HINT}")
+    return max(found, key=lambda p: int(p.parent.name))
+
+
+def credentials(folder: Path) -> Credentials:
+    """The folder's credentials, generated (and kept, mode 600) the first time."""
+    layout = Layout(Path(folder).expanduser().resolve())
+    try:
+        return Credentials(**json.loads(layout.credentials.read_text()))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError) as exc:
+        raise ServerError(f"cannot read {layout.credentials}: {exc}") from exc
+    private_dir(layout.root)
+    creds = Credentials(USERNAME, secrets.token_urlsafe(32), DATABASE)
+    text = json.dumps({"username": creds.username, "password": creds.password,
+                       "database": creds.database}, indent=2)
+    atomic_write(layout.credentials, text, mode=PRIVATE_FILE)
+    return creds
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5803 format), so the
+    password itself never reaches the server."""
+    salt = os.urandom(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server = hmac.digest(salted, b"Server Key", "sha256")
+    salt64, stored64, server64 = (base64.b64encode(raw).decode() for raw in (salt, stored, server))
+    return f"SCRAM-SHA-256${iterations}:{salt64}${stored64}:{server64}"
+
+
+def _command(args: list[str]) -> list[str]:
+    """``args`` as is, or as root inside a user namespace where we are not root."""
+    if os.geteuid() != 0:
+        return args
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise ServerError("PostgreSQL refuses to run as root and unshare (util-linux) is "
+                          "missing: run as another user or install util-linux")
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    return [unshare, "--user", f"--map-user={account.pw_uid}",
+            f"--map-group={account.pw_gid}", "--", *args]
+
+
+def _run(args: list[str], what: str, stdin: str | None = None, timeout: float = 120) -> str:
+    """Run a PostgreSQL command (see :func:`_command`); its stdout and stderr, or
+    ServerError."""
+    try:
+        done = subprocess.run(_command(args), input=stdin, capture_output=True, text=True,
+                              timeout=timeout, umask=UMASK, cwd="/", check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ServerError(f"{what} did not finish within {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        out = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        hint = ("\n(as root, PostgreSQL runs in a user namespace: unshare --user must be "
+                "allowed here)") if os.geteuid() == 0 and "unshare" in done.stderr else ""
+        raise ServerError(f"{what} failed (exit code {done.returncode}):\n"
+                          + "\n".join(out) + hint)
+    return done.stdout + done.stderr
+
+
+def _initdb(layout: Layout, bins: Path, creds: Credentials) -> None:
+    """Make the cluster with Orthanc's role and database, under a temporary name first so a
+    failed attempt never leaves a half-made cluster behind."""
+    staging = layout.root / "cluster.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    _run([str(bins / "initdb"), f"--pgdata={staging}", "--username=postgres",
+          "--auth=reject", "--encoding=UTF8", "--locale=C"], "initdb")
+    sql = (f"CREATE ROLE {creds.username} LOGIN PASSWORD "
+           f"'{scram_verifier(creds.password)}';\n"
+           f"CREATE DATABASE {creds.database} OWNER {creds.username};\n")
+    out = _run([str(bins / "postgres"), "--single", "-c", "exit_on_error=on", "-D",
+                str(staging), "postgres"], "creating Orthanc's role and database", stdin=sql)
+    if "ERROR:" in out or "FATAL:" in out:
+        raise ServerError(f"creating Orthanc's role and database failed:\n{out.strip()}")
+    staging.rename(layout.cluster)
+
+
+def _write_config(layout: Layout, port: int) -> None:
+    quoted = str(layout.socket_dir).replace("'", "''")
+    settings = {**SETTINGS, "port": str(port), "unix_socket_directories": f"'{quoted}'"}
+    conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
+    atomic_write(layout.cluster / "postgresql.conf", "# written by server.postgres\n" + conf,
+                 mode=PRIVATE_FILE)
+    atomic_write(layout.cluster / "pg_hba.conf", HBA, mode=PRIVATE_FILE)
+
+
+def _pid_file_line(layout: Layout, index: int) -> str:
+    try:
+        return layout.pid_file.read_text().splitlines()[index].strip()
+    except (OSError, IndexError):
+        return ""
+
+
+def running(folder: Path) -> int | None:
+    """Pid of the postmaster running on ``folder``; None when none (a stale postmaster.pid,
+    or a pid reused by another process, is ignored)."""
+    layout = Layout(Path(folder).expanduser().resolve())
+    pid = _pid_file_line(layout, 0)
+    if not pid.isdigit():
+        return None
+    try:  # the postmaster works in its data folder; a zombie has no cwd any more
+        return int(pid) if Path(os.readlink(f"/proc/{pid}/cwd")) == layout.cluster else None
+    except OSError:
+        return None
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def start(folder: Path, port: int, *, timeout: float = READY_TIMEOUT,
+          bins: Path | None = None) -> PostgresServer:
+    """Start the server of ``folder`` on 127.0.0.1:``port`` (initdb the first time) and wait
+    until it accepts TCP connections.
+
+    Already running on ``port``: returns that server (nothing restarted). The server outlives
+    the caller, in its own session, until :func:`stop`.
+
+    Raises
+    ------
+    ServerError
+        PostgreSQL missing (with an install hint), already running on another port, the port
+        taken, a socket path too long, or the server failing to start (with its log's end).
+    """
+    bins = bin_dir() if bins is None else bins
+    layout = Layout(Path(folder).expanduser().resolve())
+    pid = running(layout.root)
+    if pid is not None:
+        current = _pid_file_line(layout, 3)
+        if current != str(port):
+            raise ServerError(f"PostgreSQL already runs on {layout.root} (pid {pid}, port "
+                              f"{current}): stop it first to use port {port}")
+        return PostgresServer(layout.root, pid, port, credentials(layout.root))
+    sock = layout.socket_dir / f".s.PGSQL.{port}"
+    if len(str(sock).encode()) > SOCKET_PATH_MAX:
+        raise ServerError(f"the socket path {sock} is longer than {SOCKET_PATH_MAX} bytes: "
+                          "use a shorter folder")
+    if _port_in_use(port):
+        raise ServerError(f"port {port} is already in use on {HOST}: choose another one")
+    private_dir(layout.root)
+    private_dir(layout.socket_dir)
+    creds = credentials(layout.root)
+    if not (layout.cluster / "PG_VERSION").exists():
+        _initdb(layout, bins, creds)
+    _write_config(layout, port)
+    os.close(os.open(layout.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
+    try:
+        _run([str(bins / "pg_ctl"), "start", "--wait", f"--timeout={int(timeout)}", "--silent",
+              f"--pgdata={layout.cluster}", f"--log={layout.log}"], "starting PostgreSQL",
+             timeout=timeout + 10)
+        _run([str(bins / "pg_isready"), f"--host={HOST}", f"--port={port}", "--quiet",
+              f"--dbname={creds.database}", f"--username={creds.username}",
+              f"--timeout={int(timeout)}"], "waiting for PostgreSQL on TCP")
+    except ServerError as exc:
+        stop(layout.root)
+        raise ServerError(f"{exc}{_log_tail(layout)}") from exc
+    pid = running(layout.root)
+    if pid is None:
+        raise ServerError(f"PostgreSQL exited right after its start{_log_tail(layout)}")
+    return PostgresServer(layout.root, pid, port, creds)
+
+
+def _log_tail(layout: Layout, lines: int = 15) -> str:
+    try:
+        text = layout.log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"\nlast lines of {layout.log}:\n" + "\n".join(text)
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # not reaped (its parent is init, or one that does not reap)
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop(folder: Path, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop the server of ``folder``: SIGINT (what ``pg_ctl stop -m fast`` sends: running
+    transactions roll back, a checkpoint is written), SIGKILL after ``timeout``.
+
+    Returns
+    -------
+    bool
+        False when none was running.
+    """
+    pid = running(folder)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGINT)
+    if not _gone(pid, timeout):
+        os.kill(pid, signal.SIGKILL)  # its backends exit when they see the postmaster gone
+        _gone(pid, 5.0)
+    return True
+
+
+def orthanc_section(server: PostgresServer, connections: int) -> dict[str, Any]:
+    """Orthanc's ``"PostgreSQL"`` configuration section for ``server`` (index only).
+
+    Valid for the index plugin 4.0 (Debian 12) and 5.0 (Debian 13). ``Lock`` false: by
+    default the plugin takes an advisory lock so no second Orthanc (and no second
+    connection) can use the database; several nodes share it here. ``IndexConnectionsCount``
+    is the size of each node's connection pool (all opened at start; default 1).
+    ``MaximumConnectionRetries`` bounds both the attempts to connect at start and the replays
+    of a transaction that collided with another writer (serializable transactions; after
+    that, HTTP 503); ``ConnectionRetryInterval`` is the seconds between connection attempts.
+
+    Parameters
+    ----------
+    server
+        From :func:`start`.
+    connections
+        Connections per Orthanc node; all nodes together must stay under the server's
+        ``max_connections`` (100, 3 reserved for superusers).
+    """
+    if not 1 <= connections <= MAX_CONNECTIONS - 3:
+        raise ServerError(f"{connections} connections per Orthanc node: between 1 and "
+                          f"{MAX_CONNECTIONS - 3}")
+    creds = server.credentials
+    return {
+        "EnableIndex": True,
+        "EnableStorage": False,
+        "Host": server.host,
+        "Port": server.port,
+        "Database": creds.database,
+        "Username": creds.username,
+        "Password": creds.password,
+        "EnableSsl": False,
+        "Lock": False,
+        "IndexConnectionsCount": connections,
+        "MaximumConnectionRetries": 10,
+        "ConnectionRetryInterval": 5,
+    }
