@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,15 +63,10 @@ SETTINGS = {
     "listen_addresses": f"'{HOST}'",
     "max_connections": str(MAX_CONNECTIONS),
     "shared_buffers": "'256MB'",
-    "effective_cache_size": "'4GB'",
     "password_encryption": "'scram-sha-256'",
     "unix_socket_permissions": "0700",
     "fsync": "on",
     "full_page_writes": "on",
-    "logging_collector": "off",
-    "lc_messages": "'C'",
-    "timezone": "'UTC'",
-    "log_timezone": "'UTC'",
 }
 HBA = (
     f"local   {DATABASE}  {USERNAME}                  scram-sha-256\n"
@@ -80,34 +76,21 @@ HBA = (
 
 @dataclass(frozen=True)
 class Layout:
-    """The files of a private PostgreSQL server inside its folder."""
+    """The files of a private PostgreSQL server inside its folder (see above)."""
 
     root: Path
+    cluster: Path
+    socket_dir: Path
+    log: Path
+    credentials: Path
+    pid_file: Path  # PostgreSQL's own: pid, data folder, start time, port, ...
 
-    @property
-    def cluster(self) -> Path:
-        """The database cluster (PGDATA)."""
-        return self.root / "cluster"
-
-    @property
-    def socket_dir(self) -> Path:
-        """unix_socket_directories."""
-        return self.root / "socket"
-
-    @property
-    def log(self) -> Path:
-        """The server's stderr."""
-        return self.root / "postgresql.log"
-
-    @property
-    def credentials(self) -> Path:
-        """Role, database and password (JSON, mode 600)."""
-        return self.root / "credentials.json"
-
-    @property
-    def pid_file(self) -> Path:
-        """PostgreSQL's own postmaster.pid (pid, data dir, start time, port, ...)."""
-        return self.cluster / "postmaster.pid"
+    @classmethod
+    def of(cls, folder: Path) -> Layout:
+        """The layout of ``folder`` (made absolute)."""
+        root = Path(folder).expanduser().resolve()
+        return cls(root, root / "cluster", root / "socket", root / "postgresql.log",
+                   root / "credentials.json", root / "cluster" / "postmaster.pid")
 
 
 @dataclass(frozen=True)
@@ -156,7 +139,7 @@ def bin_dir(root: Path = PG_ROOT) -> Path:
 
 def credentials(folder: Path) -> Credentials:
     """The folder's credentials, generated (and kept, mode 600) the first time."""
-    layout = Layout(Path(folder).expanduser().resolve())
+    layout = Layout.of(folder)
     try:
         return Credentials(**json.loads(layout.credentials.read_text()))
     except FileNotFoundError:
@@ -198,9 +181,8 @@ def _command(args: list[str]) -> list[str]:
             f"--map-group={account.pw_gid}", "--", *args]
 
 
-def _run(args: list[str], what: str, stdin: str | None = None, timeout: float = 120) -> str:
-    """Run a PostgreSQL command (see :func:`_command`); its stdout and stderr, or
-    ServerError."""
+def _run(args: list[str], what: str, stdin: str | None = None, timeout: float = 120) -> None:
+    """Run a PostgreSQL command (see :func:`_command`); ServerError when it fails."""
     try:
         done = subprocess.run(_command(args), input=stdin, capture_output=True, text=True,
                               timeout=timeout, umask=UMASK, cwd="/", check=False)
@@ -208,11 +190,12 @@ def _run(args: list[str], what: str, stdin: str | None = None, timeout: float = 
         raise ServerError(f"{what} did not finish within {timeout:.0f} s") from exc
     if done.returncode != 0:
         out = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        hint = ("\n(as root, PostgreSQL runs in a user namespace: unshare --user must be "
-                "allowed here)") if os.geteuid() == 0 and "unshare" in done.stderr else ""
+        hint = ("\n(as root, PostgreSQL runs in a user namespace, without root's privileges: "
+                "unshare --user must be allowed, and every parent folder owned by root or "
+                "open to others)") if os.geteuid() == 0 and (
+                    "unshare" in done.stderr or "Permission denied" in done.stderr) else ""
         raise ServerError(f"{what} failed (exit code {done.returncode}):\n"
                           + "\n".join(out) + hint)
-    return done.stdout + done.stderr
 
 
 def _initdb(layout: Layout, bins: Path, creds: Credentials) -> None:
@@ -225,10 +208,8 @@ def _initdb(layout: Layout, bins: Path, creds: Credentials) -> None:
     sql = (f"CREATE ROLE {creds.username} LOGIN PASSWORD "
            f"'{scram_verifier(creds.password)}';\n"
            f"CREATE DATABASE {creds.database} OWNER {creds.username};\n")
-    out = _run([str(bins / "postgres"), "--single", "-c", "exit_on_error=on", "-D",
-                str(staging), "postgres"], "creating Orthanc's role and database", stdin=sql)
-    if "ERROR:" in out or "FATAL:" in out:
-        raise ServerError(f"creating Orthanc's role and database failed:\n{out.strip()}")
+    _run([str(bins / "postgres"), "--single", "-c", "exit_on_error=on", "-D", str(staging),
+          "postgres"], "creating Orthanc's role and database", stdin=sql)
     staging.rename(layout.cluster)
 
 
@@ -248,17 +229,44 @@ def _pid_file_line(layout: Layout, index: int) -> str:
         return ""
 
 
+def _works_in(pid: int | str, cluster: Path) -> bool:
+    """True when ``pid`` is a live process working in ``cluster``: the postmaster and its
+    children chdir there; a zombie has no cwd any more."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == cluster
+    except OSError:
+        return False
+
+
+def _wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def running(folder: Path) -> int | None:
     """Pid of the postmaster running on ``folder``; None when none (a stale postmaster.pid,
-    or a pid reused by another process, is ignored)."""
-    layout = Layout(Path(folder).expanduser().resolve())
+    a zombie or a pid reused by another process is ignored)."""
+    layout = Layout.of(folder)
     pid = _pid_file_line(layout, 0)
-    if not pid.isdigit():
-        return None
-    try:  # the postmaster works in its data folder; a zombie has no cwd any more
-        return int(pid) if Path(os.readlink(f"/proc/{pid}/cwd")) == layout.cluster else None
-    except OSError:
-        return None
+    return int(pid) if pid.isdigit() and _works_in(pid, layout.cluster) else None
+
+
+def _clear_stale_pid_file(layout: Layout, timeout: float = 10.0) -> None:
+    """Remove the postmaster.pid of a postmaster killed (SIGKILL, crash) and left unreaped: a
+    zombie still answers kill(pid, 0), so PostgreSQL would think it alive and refuse to
+    start. Only once its children are gone too (they exit when they see it dead)."""
+    if not layout.pid_file.exists():
+        return
+
+    def alone() -> bool:
+        return not any(_works_in(p, layout.cluster) for p in os.listdir("/proc") if p.isdigit())
+
+    if _wait_until(alone, timeout):
+        layout.pid_file.unlink(missing_ok=True)  # else PostgreSQL says what holds it
 
 
 def _port_in_use(port: int) -> bool:
@@ -281,7 +289,7 @@ def start(folder: Path, port: int, *, timeout: float = READY_TIMEOUT,
         taken, a socket path too long, or the server failing to start (with its log's end).
     """
     bins = bin_dir() if bins is None else bins
-    layout = Layout(Path(folder).expanduser().resolve())
+    layout = Layout.of(folder)
     pid = running(layout.root)
     if pid is not None:
         current = _pid_file_line(layout, 3)
@@ -295,11 +303,14 @@ def start(folder: Path, port: int, *, timeout: float = READY_TIMEOUT,
                           "use a shorter folder")
     if _port_in_use(port):
         raise ServerError(f"port {port} is already in use on {HOST}: choose another one")
+    if (layout.cluster / "PG_VERSION").exists() and not layout.credentials.exists():
+        raise ServerError(f"{layout.credentials} is missing: the cluster's password is lost")
     private_dir(layout.root)
     private_dir(layout.socket_dir)
     creds = credentials(layout.root)
     if not (layout.cluster / "PG_VERSION").exists():
         _initdb(layout, bins, creds)
+    _clear_stale_pid_file(layout)
     _write_config(layout, port)
     os.close(os.open(layout.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
     try:
@@ -326,19 +337,6 @@ def _log_tail(layout: Layout, lines: int = 15) -> str:
     return f"\nlast lines of {layout.log}:\n" + "\n".join(text)
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # not reaped (its parent is init, or one that does not reap)
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def stop(folder: Path, timeout: float = STOP_TIMEOUT) -> bool:
     """Stop the server of ``folder``: SIGINT (what ``pg_ctl stop -m fast`` sends: running
     transactions roll back, a checkpoint is written), SIGKILL after ``timeout``.
@@ -348,13 +346,14 @@ def stop(folder: Path, timeout: float = STOP_TIMEOUT) -> bool:
     bool
         False when none was running.
     """
+    cluster = Layout.of(folder).cluster
     pid = running(folder)
     if pid is None:
         return False
     os.kill(pid, signal.SIGINT)
-    if not _gone(pid, timeout):
+    if not _wait_until(lambda: not _works_in(pid, cluster), timeout):
         os.kill(pid, signal.SIGKILL)  # its backends exit when they see the postmaster gone
-        _gone(pid, 5.0)
+        _wait_until(lambda: not _works_in(pid, cluster), 5.0)
     return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -107,11 +108,11 @@ def test_everything_is_private(server: postgres.PostgresServer) -> None:
     exposed = [f"{oct(p.lstat().st_mode & 0o777)} {p}" for p in [folder, *folder.rglob("*")]
                if p.lstat().st_mode & 0o077]
     assert exposed == []
-    assert stat.S_IMODE(postgres.Layout(folder).credentials.stat().st_mode) == 0o600
+    assert stat.S_IMODE(postgres.Layout.of(folder).credentials.stat().st_mode) == 0o600
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert {p.name for p in folder.iterdir()} == {"cluster", "socket", "postgresql.log",
                                                   "credentials.json"}
-    sockets = [p for p in postgres.Layout(folder).socket_dir.iterdir()
+    sockets = [p for p in postgres.Layout.of(folder).socket_dir.iterdir()
                if stat.S_ISSOCK(p.lstat().st_mode)]
     assert [p.name for p in sockets] == [f".s.PGSQL.{server.port}"]
 
@@ -155,6 +156,12 @@ def test_started_elsewhere_stopped_and_restarted_with_its_data(bins: Path, tmp_p
         second = postgres.start(folder, free_port())
         assert second.credentials == first.credentials and second.pid != pid
         assert psql(bins, second, "SELECT v FROM kept").stdout.strip() == "x"
+        os.kill(second.pid, signal.SIGKILL)  # a crash: postmaster.pid stays behind
+        deadline = time.monotonic() + 10
+        while postgres.running(folder) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        third = postgres.start(folder, free_port())  # crash recovery
+        assert psql(bins, third, "SELECT v FROM kept").stdout.strip() == "x"
     finally:
         postgres.stop(folder)
 
