@@ -162,6 +162,11 @@ def test_started_elsewhere_stopped_and_restarted_with_its_data(bins: Path, tmp_p
             time.sleep(0.05)
         third = postgres.start(folder, free_port())  # crash recovery
         assert psql(bins, third, "SELECT v FROM kept").stdout.strip() == "x"
+        postgres.stop(folder)
+        kept = postgres.Layout.of(folder).credentials
+        kept.rename(tmp_path / "moved.json")
+        with pytest.raises(ServerError, match="credentials.json is missing"):
+            postgres.start(folder, free_port())  # never a new password for an old cluster
     finally:
         postgres.stop(folder)
 
