@@ -38,13 +38,19 @@ from .errors import ServerError
 from .settings import LOOPBACK, ServerSettings, is_loopback, orthanc_config
 
 ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
-ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE
+ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE (PostgreSQL plugin 7.2)
 POSTGRES_IMAGE = "postgres:16.6"
 # docker/docker-compose.yml of the repository, shipped inside the package (a symbolic link
 # in the source tree, a copy in a wheel), so that an installed package finds it too.
 COMPOSE_TEMPLATE = Path(str(resources.files("server") / "resources" / "docker-compose.yml"))
 CONTAINER_HTTP_PORT = 8042  # fixed inside the container; the compose file maps them
 CONTAINER_DICOM_PORT = 4242
+# Connections each node opens to PostgreSQL, all at start (the plugin's default is 50: two
+# nodes would take all of PostgreSQL's 100). A transaction holds one only while it runs.
+INDEX_CONNECTIONS_PER_NODE = 25
+# Orthanc closes an idle HTTP keep-alive connection after this many seconds (its default is
+# 1): nginx.conf's upstream keepalive_timeout (1 s) must stay below it.
+KEEP_ALIVE_TIMEOUT = 2
 INSTALL_HINT = "install Docker Engine with the compose plugin (docker compose version must work)"
 
 
@@ -88,11 +94,24 @@ class DockerProject:
 
 
 def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str, Any]:
-    """:func:`orthanc_config` for the container: fixed inner ports, PostgreSQL index.
+    """:func:`orthanc_config` for every node: fixed inner ports, a shared PostgreSQL index.
 
-    Remote access is on inside the container (requests arrive from docker's network); the
-    compose file publishes the HTTP port on loopback only unless ``settings.remote_access``,
-    and the DICOM port on ``settings.listen``.
+    Remote access is on inside the containers (requests arrive from docker's network); the
+    compose file publishes the load balancer's HTTP port on loopback only unless
+    ``settings.remote_access``, and each node's DICOM port on ``settings.listen``.
+
+    Several Orthanc servers writing to one database (Orthanc >= 1.9.2 with PostgreSQL plugin
+    >= 4.0; the Orthanc book, "Scalability", "Concurrent accesses to the DB"): the plugin must
+    not lock the database (``Lock``), and the ``ReadCommitted`` transaction mode (the default
+    since plugin 7.0) lets the nodes write at the same time rather than replaying colliding
+    serializable transactions. The DICOM files stay on the filesystem (``EnableStorage``
+    false), in the folder every node mounts. All nodes read this same configuration, as the
+    book requires of nodes sharing a database; the compose file gives each one its own
+    ``DatabaseServerIdentifier`` (its row for server-level properties), which the book says
+    must be set by hand under docker. Revisions (``CheckRevisions``) protect metadata and
+    attachments modified through the REST API by concurrent clients: nothing here modifies
+    them, so they stay off as in Orthanc's default. Storage limits and recycling stay off
+    (:func:`orthanc_config`): several nodes recycling one archive would race.
     """
     local_only = is_loopback(settings.listen)
     if not local_only:  # callers keep their address: check it; no loader AE title at all
@@ -105,6 +124,8 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
             "DicomPort": CONTAINER_DICOM_PORT,
             "RemoteAccessAllowed": True,
             "StorageDirectory": "/var/lib/orthanc/db",
+            "KeepAliveTimeout": KEEP_ALIVE_TIMEOUT,
+            "CheckRevisions": False,
             "PostgreSQL": {
                 "EnableIndex": True,
                 "EnableStorage": False,
@@ -113,6 +134,9 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
                 "Database": "orthanc",
                 "Username": "orthanc",
                 "Password": postgres_password,
+                "Lock": False,
+                "TransactionMode": "ReadCommitted",
+                "IndexConnectionsCount": INDEX_CONNECTIONS_PER_NODE,
             },
         }
     )

@@ -219,6 +219,30 @@ def test_compose_services_have_health_checks_volumes_and_secrets(compose: dict) 
     assert orthanc["ports"][0].startswith("${VINDR_HTTP_BIND:-127.0.0.1}:")
 
 
+def test_nodes_are_configured_as_several_writers_on_one_database(tmp_path: Path) -> None:
+    config = docker.docker_config(settings(tmp_path), "pg-password")
+    assert config["PostgreSQL"] == {
+        "EnableIndex": True,
+        "EnableStorage": False,  # the files stay in the folder every node mounts
+        "Host": "postgres",
+        "Port": 5432,
+        "Database": "orthanc",
+        "Username": "orthanc",
+        "Password": "pg-password",
+        "Lock": False,  # several Orthanc servers on one database
+        "TransactionMode": "ReadCommitted",
+        "IndexConnectionsCount": docker.INDEX_CONNECTIONS_PER_NODE,
+    }
+    assert "DatabaseServerIdentifier" not in config  # per node, from the compose file
+    assert config["KeepAliveTimeout"] == docker.KEEP_ALIVE_TIMEOUT
+    assert config["CheckRevisions"] is False
+    # re-sending an instance (a retried upload, nginx's failover) stores it once; no node
+    # recycles the shared archive; no node keeps jobs in the shared database
+    assert config["OverwriteInstances"] is False
+    assert config["MaximumStorageSize"] == config["MaximumPatientCount"] == 0
+    assert config["SaveJobs"] is False
+
+
 def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
     project = docker.prepare(
         settings(tmp_path / "pacs", http_port=18042, dicom_port=14242, remote_access=True)
