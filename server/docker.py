@@ -258,9 +258,14 @@ def _run(project: DockerProject, *args: str) -> int:
 
 
 def up(project: DockerProject, *, background: bool = True) -> int:
-    """``docker compose up`` (``-d --wait`` in the background: returns once healthy)."""
+    """``docker compose up`` (``-d --wait`` in the background: returns once healthy).
+
+    ``--remove-orphans``: a project prepared before the cluster had one ``orthanc`` service
+    publishing the HTTP port; left running, it would keep the load balancer off that port.
+    """
     return _run(
-        project, "up", *(("-d", "--wait") if background else ("--abort-on-container-exit",))
+        project, "up", "--remove-orphans",
+        *(("-d", "--wait") if background else ("--abort-on-container-exit",)),
     )
 
 

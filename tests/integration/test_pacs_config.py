@@ -379,6 +379,17 @@ def test_prepare_refuses_node_ports_it_cannot_publish(tmp_path: Path, kwargs: di
     assert not (tmp_path / "pacs").exists()
 
 
+def test_up_removes_the_single_node_service_of_an_older_project(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(docker, "_run", lambda project, *args: calls.append(args) or 0)
+    project = docker.DockerProject(tmp_path)
+    docker.up(project)
+    docker.up(project, background=False)
+    assert calls == [("up", "--remove-orphans", "-d", "--wait"),
+                     ("up", "--remove-orphans", "--abort-on-container-exit")]
+
+
 @pytest.mark.skipif(not docker.compose_available(), reason="docker compose is not installed here")
 def test_compose_config_accepts_the_project(tmp_path: Path) -> None:
     project = docker.prepare(settings(tmp_path / "pacs", http_port=18042, dicom_port=14242))
