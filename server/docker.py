@@ -1,12 +1,17 @@
-"""Run the PACS with docker compose: ``orthancteam/orthanc`` + PostgreSQL.
+"""Run the PACS with docker compose: ``orthancteam/orthanc`` nodes, PostgreSQL, nginx.
 
-The compose file is ``docker/docker-compose.yml`` in the repository.
+The compose file is ``docker/docker-compose.yml`` in the repository: the Orthanc nodes of
+:data:`ORTHANC_NODES` share one PostgreSQL index and one storage folder, and nginx
+(``docker/nginx.conf``) balances HTTP over them on ``settings.http_port``; each node has its
+own DICOM port, ``settings.dicom_port`` and the next ones (:func:`dicom_ports`).
 
 :func:`prepare` turns a data folder into a compose project (mode 700)::
 
     DATA/docker-compose.yml          copy of docker/docker-compose.yml
+    DATA/nginx.conf                  copy of docker/nginx.conf (the load balancer)
     DATA/.env                        ports, HTTP and DICOM bind addresses, storage folders
-    DATA/secrets/orthanc.secret.json Orthanc configuration (same policy as native)
+    DATA/secrets/orthanc.secret.json Orthanc configuration of every node (same policy as
+                                     native, plus the PostgreSQL settings for several writers)
     DATA/secrets/postgres_password   database password (generated once, then kept)
     DATA/storage/, DATA/postgres/    bind-mounted data (mode 700)
 
@@ -24,27 +29,37 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import replace
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
 
-from .errors import ServerError
-from .settings import LOOPBACK, ServerSettings, is_loopback, orthanc_config
+from .errors import ServerError, SettingsError
+from .settings import LOOPBACK, ServerSettings, check_port, is_loopback, orthanc_config
 
 ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
-ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE
+ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE (PostgreSQL plugin 7.2)
 POSTGRES_IMAGE = "postgres:16.6"
-# docker/docker-compose.yml of the repository, shipped inside the package (a symbolic link
-# in the source tree, a copy in a wheel), so that an installed package finds it too.
+NGINX_IMAGE = "nginx:1.30.4-alpine"  # the stable branch; the upstream "resolve" needs >= 1.27.3
+# The compose file's Orthanc services, in the order of their DICOM ports (dicom_ports).
+ORTHANC_NODES = ("orthanc-1", "orthanc-2")
+# docker/docker-compose.yml and docker/nginx.conf of the repository, shipped inside the
+# package (symbolic links in the source tree, copies in a wheel), so that an installed
+# package finds them too.
 COMPOSE_TEMPLATE = Path(str(resources.files("server") / "resources" / "docker-compose.yml"))
-CONTAINER_HTTP_PORT = 8042  # fixed inside the container; the compose file maps them
+NGINX_TEMPLATE = Path(str(resources.files("server") / "resources" / "nginx.conf"))
+CONTAINER_HTTP_PORT = 8042  # fixed inside the containers; the compose file maps them
 CONTAINER_DICOM_PORT = 4242
+# Connections each node opens to PostgreSQL, all at start (the plugin's default is 50: two
+# nodes would take all of PostgreSQL's 100). A transaction holds one only while it runs.
+INDEX_CONNECTIONS_PER_NODE = 25
+# Orthanc closes an idle HTTP keep-alive connection after this many seconds (its default is
+# 1): nginx.conf's upstream keepalive_timeout (1 s) must stay below it.
+KEEP_ALIVE_TIMEOUT = 2
 INSTALL_HINT = "install Docker Engine with the compose plugin (docker compose version must work)"
 
 
@@ -74,6 +89,11 @@ class DockerProject:
         """The database password, mounted as a secret."""
         return self.root / "secrets" / "postgres_password"
 
+    @property
+    def nginx_config(self) -> Path:
+        """The project's copy of the load balancer's configuration."""
+        return self.root / "nginx.conf"
+
     def command(self, *args: str) -> list[str]:
         """``docker compose`` on this project with ``args``."""
         return [
@@ -87,12 +107,36 @@ class DockerProject:
         ]
 
 
-def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str, Any]:
-    """:func:`orthanc_config` for the container: fixed inner ports, PostgreSQL index.
+def dicom_ports(settings: ServerSettings) -> dict[str, int]:
+    """Each Orthanc node's published DICOM port: ``settings.dicom_port``, then the next ones."""
+    return {node: settings.dicom_port + i for i, node in enumerate(ORTHANC_NODES)}
 
-    Remote access is on inside the container (requests arrive from docker's network); the
-    compose file publishes the HTTP port on loopback only unless ``settings.remote_access``,
-    and the DICOM port on ``settings.listen``.
+
+def dicom_port_variable(node: str) -> str:
+    """The ``.env`` variable holding ``node``'s DICOM port (``VINDR_DICOM_PORT``, ``_2``...)."""
+    index = ORTHANC_NODES.index(node)
+    return "VINDR_DICOM_PORT" + (f"_{index + 1}" if index else "")
+
+
+def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str, Any]:
+    """:func:`orthanc_config` for every node: fixed inner ports, a shared PostgreSQL index.
+
+    Remote access is on inside the containers (requests arrive from docker's network); the
+    compose file publishes the load balancer's HTTP port on loopback only unless
+    ``settings.remote_access``, and each node's DICOM port on ``settings.listen``.
+
+    Several Orthanc servers writing to one database (Orthanc >= 1.9.2 with PostgreSQL plugin
+    >= 4.0; the Orthanc book, "Scalability", "Concurrent accesses to the DB"): the plugin must
+    not lock the database (``Lock``), and the ``ReadCommitted`` transaction mode (the default
+    since plugin 7.0) lets the nodes write at the same time rather than replaying colliding
+    serializable transactions. The DICOM files stay on the filesystem (``EnableStorage``
+    false), in the folder every node mounts. All nodes read this same configuration, as the
+    book requires of nodes sharing a database; the compose file gives each one its own
+    ``DatabaseServerIdentifier`` (its row for server-level properties), which the book says
+    must be set by hand under docker. Revisions (``CheckRevisions``) protect metadata and
+    attachments modified through the REST API by concurrent clients: nothing here modifies
+    them, so they stay off as in Orthanc's default. Storage limits and recycling stay off
+    (:func:`orthanc_config`): several nodes recycling one archive would race.
     """
     local_only = is_loopback(settings.listen)
     if not local_only:  # callers keep their address: check it; no loader AE title at all
@@ -105,6 +149,8 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
             "DicomPort": CONTAINER_DICOM_PORT,
             "RemoteAccessAllowed": True,
             "StorageDirectory": "/var/lib/orthanc/db",
+            "KeepAliveTimeout": KEEP_ALIVE_TIMEOUT,
+            "CheckRevisions": False,
             "PostgreSQL": {
                 "EnableIndex": True,
                 "EnableStorage": False,
@@ -113,6 +159,9 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
                 "Database": "orthanc",
                 "Username": "orthanc",
                 "Password": postgres_password,
+                "Lock": False,
+                "TransactionMode": "ReadCommitted",
+                "IndexConnectionsCount": INDEX_CONNECTIONS_PER_NODE,
             },
         }
     )
@@ -121,17 +170,37 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
 
 def env_file_text(settings: ServerSettings) -> str:
     """The ``.env`` for ``settings``."""
+    ports = "".join(f"{dicom_port_variable(node)}={port}\n"
+                    for node, port in dicom_ports(settings).items())
     return (
         f"VINDR_HTTP_BIND={'0.0.0.0' if settings.remote_access else '127.0.0.1'}\n"
         f"VINDR_HTTP_PORT={settings.http_port}\n"
         f"VINDR_DICOM_BIND={settings.listen}\n"
-        f"VINDR_DICOM_PORT={settings.dicom_port}\n"
+        f"{ports}"
         "VINDR_STORAGE_DIR=./storage\n"
         "VINDR_POSTGRES_DIR=./postgres\n"
     )
 
 
-def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> DockerProject:
+def check_ports(settings: ServerSettings) -> None:
+    """Refuse DICOM ports past 65535 or on the HTTP port (the nodes take consecutive ones).
+
+    Raises
+    ------
+    SettingsError
+        Naming the node and the port.
+    """
+    for node, port in dicom_ports(settings).items():
+        check_port(port, f"DICOM port of {node}")
+        if port == settings.http_port:
+            raise SettingsError(
+                f"DICOM port of {node} ({port}) is the HTTP port: the docker engine gives its "
+                f"{len(ORTHANC_NODES)} Orthanc nodes DICOM ports {settings.dicom_port} and up; "
+                "choose ports apart")
+
+
+def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE,
+            nginx_template: Path = NGINX_TEMPLATE) -> DockerProject:
     """Write the compose project for ``settings`` into ``settings.data_dir``.
 
     The database password is generated on first use and kept afterwards (the database
@@ -140,15 +209,21 @@ def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> Dock
     Raises
     ------
     ServerError
-        When the compose template is missing (an installed package without the repo).
+        When the compose template or the nginx configuration is missing (an installed
+        package without the repo).
+    SettingsError
+        When a node's DICOM port is out of range or on the HTTP port (:func:`check_ports`).
     """
-    if not template.is_file():
-        raise ServerError(f"{template} missing: the vindr-dicom installation is incomplete")
+    for needed in (template, nginx_template):
+        if not needed.is_file():
+            raise ServerError(f"{needed} missing: the vindr-dicom installation is incomplete")
+    check_ports(settings)
     project = DockerProject(settings.data_dir)
     private_dir(project.root)
     for folder in ("storage", "postgres"):
         private_dir(project.root / folder)
     shutil.copyfile(template, project.compose_file)
+    shutil.copyfile(nginx_template, project.nginx_config)
     if project.postgres_secret.is_file():
         password = project.postgres_secret.read_text().strip()
     else:
@@ -183,9 +258,14 @@ def _run(project: DockerProject, *args: str) -> int:
 
 
 def up(project: DockerProject, *, background: bool = True) -> int:
-    """``docker compose up`` (``-d --wait`` in the background: returns once healthy)."""
+    """``docker compose up`` (``-d --wait`` in the background: returns once healthy).
+
+    ``--remove-orphans``: a project prepared before the cluster had one ``orthanc`` service
+    publishing the HTTP port; left running, it would keep the load balancer off that port.
+    """
     return _run(
-        project, "up", *(("-d", "--wait") if background else ("--abort-on-container-exit",))
+        project, "up", "--remove-orphans",
+        *(("-d", "--wait") if background else ("--abort-on-container-exit",)),
     )
 
 
@@ -201,9 +281,10 @@ def stop(data_dir: Path) -> bool:
 
 def exposure_notes(settings: ServerSettings) -> list[str]:
     """What the network can reach of the compose project, for users."""
+    ports = ", ".join(f"{port} ({node})" for node, port in dicom_ports(settings).items())
     if is_loopback(settings.listen):
-        return [f"DICOM port {settings.dicom_port} is published on {LOOPBACK} only; "
-                f"{settings.loader_aet or 'no'} store-enabled AE title"]
-    return [f"DICOM port {settings.dicom_port} is published on {settings.listen}; each "
-            "modality is accepted from its own address only, and no store-enabled AE title "
-            "is registered (load over REST)"]
+        return [(f"DICOM ports {ports} are published on {LOOPBACK} only; "
+                 f"{settings.loader_aet or 'no'} store-enabled AE title")]
+    return [(f"DICOM ports {ports} are published on {settings.listen}; each "
+             "modality is accepted from its own address only, and no store-enabled AE title "
+             "is registered (load over REST)")]

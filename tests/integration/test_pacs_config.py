@@ -4,6 +4,7 @@ the per-user credentials file, and the docker compose project."""
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -193,30 +194,151 @@ def compose() -> dict:
     return yaml.safe_load(docker.COMPOSE_TEMPLATE.read_text())
 
 
+@pytest.fixture(scope="module")
+def nginx() -> str:
+    """docker/nginx.conf without its comments."""
+    lines = docker.NGINX_TEMPLATE.read_text().splitlines()
+    return "\n".join(line.partition("#")[0] for line in lines)
+
+
+def nodes(compose: dict) -> dict[str, dict]:
+    """The compose file's Orthanc services, by name."""
+    return {name: service for name, service in compose["services"].items()
+            if service["image"] == docker.ORTHANC_IMAGE}
+
+
+def directive(config: str, name: str) -> list[str]:
+    """The arguments of every ``name`` directive in ``config``, one string each."""
+    found = re.finditer(rf"^\s*{name}\s+([^;]*);", config, re.MULTILINE)
+    return [m.group(1).strip() for m in found]
+
+
 def test_compose_images_are_pinned_and_match_the_code(compose: dict) -> None:
     images = {name: service["image"] for name, service in compose["services"].items()}
-    assert images == {"orthanc": docker.ORTHANC_IMAGE, "postgres": docker.POSTGRES_IMAGE}
+    assert images == {**{node: docker.ORTHANC_IMAGE for node in docker.ORTHANC_NODES},
+                      "lb": docker.NGINX_IMAGE, "postgres": docker.POSTGRES_IMAGE}
     for image in images.values():
         tag = image.rpartition(":")[2]
         assert tag and tag != "latest" and any(c.isdigit() for c in tag)
+    assert re.match(r"\d+\.\d+\.\d+-", docker.NGINX_IMAGE.rpartition(":")[2])  # not 1.30-alpine
 
 
-def test_compose_services_have_health_checks_volumes_and_secrets(compose: dict) -> None:
-    orthanc, postgres = compose["services"]["orthanc"], compose["services"]["postgres"]
-    assert orthanc["healthcheck"]["test"] == ["CMD", "/probes/test-aliveness.py"]
+def test_compose_services_have_health_checks_restart_and_secrets(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+    postgres, lb = compose["services"]["postgres"], compose["services"]["lb"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert orthanc["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert orthanc["environment"]["DICOM_WEB_PLUGIN_ENABLED"] == "true"
-    assert orthanc["environment"]["POSTGRESQL_PLUGIN_ENABLED"] == "true"
     assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    assert set(compose["secrets"]) == {"orthanc.secret.json", "postgres_password"}
-    assert orthanc["secrets"] == ["orthanc.secret.json"] and postgres["secrets"] == [
-        "postgres_password"
-    ]
-    assert any(v.endswith(":/var/lib/orthanc/db") for v in orthanc["volumes"])
+    assert postgres["secrets"] == ["postgres_password"]
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert set(compose["secrets"]) == {"orthanc.secret.json", "postgres_password"}
     assert set(compose["volumes"]) == {"orthanc-storage", "postgres-data"}
-    assert orthanc["ports"][0].startswith("${VINDR_HTTP_BIND:-127.0.0.1}:")
+    assert "secrets" not in lb  # nginx needs no credentials: Orthanc checks them
+    # the lb's probe asks nginx.conf's health server
+    assert lb["healthcheck"]["test"][0] == "CMD"
+    assert "http://127.0.0.1:8081/health" in lb["healthcheck"]["test"]
+
+
+def test_compose_orthanc_nodes_share_database_storage_and_configuration(compose: dict) -> None:
+    found = nodes(compose)
+    assert tuple(found) == docker.ORTHANC_NODES and len(found) >= 2
+    identifiers = set()
+    for name, node in found.items():
+        assert node["healthcheck"]["test"] == ["CMD", "/probes/test-aliveness.py"], name
+        assert node["depends_on"] == {"postgres": {"condition": "service_healthy"}}, name
+        env = node["environment"]
+        assert env["DICOM_WEB_PLUGIN_ENABLED"] == env["POSTGRESQL_PLUGIN_ENABLED"] == "true"
+        assert env["TCP_NODELAY"] == "1"
+        identifiers.add(env["ORTHANC__DATABASE_SERVER_IDENTIFIER"])
+        assert node["secrets"] == ["orthanc.secret.json"], name  # one configuration for all
+        assert node["volumes"] == ["${VINDR_STORAGE_DIR:-orthanc-storage}:/var/lib/orthanc/db"]
+    assert len(identifiers) == len(found)  # each node its own row in the shared database
+
+
+def test_compose_publishes_http_on_the_load_balancer_and_dicom_per_node(compose: dict) -> None:
+    lb = compose["services"]["lb"]
+    assert lb["ports"] == [
+        f"${{VINDR_HTTP_BIND:-127.0.0.1}}:${{VINDR_HTTP_PORT:-8042}}:{docker.CONTAINER_HTTP_PORT}"
+    ]
+    assert lb["volumes"] == ["./nginx.conf:/etc/nginx/nginx.conf:ro"]
+    assert lb["depends_on"] == {node: {"condition": "service_healthy"}
+                                for node in docker.ORTHANC_NODES}
+    for index, (name, node) in enumerate(nodes(compose).items()):
+        variable = docker.dicom_port_variable(name)
+        published = f"${{VINDR_DICOM_BIND:-127.0.0.1}}:${{{variable}:-{4242 + index}}}"
+        # DICOM only: HTTP goes through the load balancer
+        assert node["ports"] == [f"{published}:{docker.CONTAINER_DICOM_PORT}"]
+    assert docker.dicom_port_variable("orthanc-2") == "VINDR_DICOM_PORT_2"
+
+
+def test_every_compose_variable_is_written_by_prepare(tmp_path: Path) -> None:
+    used = set(re.findall(r"\$\{(\w+)", docker.COMPOSE_TEMPLATE.read_text()))
+    env = docker.env_file_text(settings(tmp_path))
+    assert used == {line.split("=", 1)[0] for line in env.splitlines()}
+
+
+def test_nginx_balances_every_orthanc_node(compose: dict, nginx: str) -> None:
+    upstream = re.search(r"upstream\s+orthanc\s*\{(.*?)\}", nginx, re.DOTALL)
+    assert upstream is not None
+    servers = [args.split()[0] for args in directive(upstream.group(1), "server")]
+    assert servers == [f"{node}:{docker.CONTAINER_HTTP_PORT}" for node in nodes(compose)]
+    for args in directive(upstream.group(1), "server"):
+        assert "resolve" in args.split()  # a stopped node does not keep nginx from starting
+    assert directive(nginx, "resolver")[0].split()[0] == "127.0.0.11"  # docker's DNS
+    assert directive(upstream.group(1), "zone")
+    assert int(directive(upstream.group(1), "keepalive")[0]) > 0
+    # nginx drops an idle connection before Orthanc does (KeepAliveTimeout, seconds)
+    timeout = directive(upstream.group(1), "keepalive_timeout")[0]
+    assert timeout.endswith("s") and float(timeout[:-1]) < docker.KEEP_ALIVE_TIMEOUT
+    assert directive(nginx, "listen")[0] == str(docker.CONTAINER_HTTP_PORT)
+    assert directive(nginx, "listen")[1] == "127.0.0.1:8081"  # the health check's, not published
+    assert directive(nginx, "proxy_pass") == ["http://orthanc"]
+
+
+def test_nginx_passes_uploads_long_answers_and_fails_over(nginx: str) -> None:
+    assert directive(nginx, "client_max_body_size") == ["0"]  # STOW-RS, REST uploads
+    assert directive(nginx, "proxy_read_timeout") == ["600s"]
+    assert directive(nginx, "proxy_http_version") == ["1.1"]
+    failover = directive(nginx, "proxy_next_upstream")[0].split()
+    assert {"error", "timeout", "http_502", "http_503", "non_idempotent"} <= set(failover)
+    headers = dict(args.split(None, 1) for args in directive(nginx, "proxy_set_header"))
+    # what the DICOMweb plugin builds BulkDataURIs from: the address the client used
+    assert headers["Host"] == headers["X-Forwarded-Host"] == "$http_host"
+    assert headers["X-Forwarded-Proto"] == "$scheme"
+    assert headers["Connection"] == '""' and headers["Forwarded"] == '""'
+    assert directive(nginx, "worker_processes") == ["2"]  # bounded idle connections
+
+
+def test_postgres_takes_the_connections_of_every_node(compose: dict) -> None:
+    command = compose["services"]["postgres"]["command"]
+    limits = [c.split("=", 1)[1] for c in command if c.startswith("max_connections=")]
+    room = int(limits[0]) - len(docker.ORTHANC_NODES) * docker.INDEX_CONNECTIONS_PER_NODE
+    assert room >= 10  # psql, pg_isready, a maintenance job
+
+
+def test_nodes_are_configured_as_several_writers_on_one_database(tmp_path: Path) -> None:
+    config = docker.docker_config(settings(tmp_path), "pg-password")
+    assert config["PostgreSQL"] == {
+        "EnableIndex": True,
+        "EnableStorage": False,  # the files stay in the folder every node mounts
+        "Host": "postgres",
+        "Port": 5432,
+        "Database": "orthanc",
+        "Username": "orthanc",
+        "Password": "pg-password",
+        "Lock": False,  # several Orthanc servers on one database
+        "TransactionMode": "ReadCommitted",
+        "IndexConnectionsCount": docker.INDEX_CONNECTIONS_PER_NODE,
+    }
+    assert "DatabaseServerIdentifier" not in config  # per node, from the compose file
+    assert config["KeepAliveTimeout"] == docker.KEEP_ALIVE_TIMEOUT
+    assert config["CheckRevisions"] is False
+    # re-sending an instance (a retried upload, nginx's failover) stores it once; no node
+    # recycles the shared archive; no node keeps jobs in the shared database
+    assert config["OverwriteInstances"] is False
+    assert config["MaximumStorageSize"] == config["MaximumPatientCount"] == 0
+    assert config["SaveJobs"] is False
 
 
 def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
@@ -226,6 +348,8 @@ def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
     assert stat.S_IMODE(project.root.stat().st_mode) == 0o700
     for name, spec in compose["secrets"].items():
         assert (project.root / spec["file"]).is_file(), name
+    assert project.nginx_config.read_text() == docker.NGINX_TEMPLATE.read_text()
+    assert not project.nginx_config.is_symlink()
     config = json.loads(project.orthanc_secret.read_text())
     assert (config["HttpPort"], config["DicomPort"], config["RemoteAccessAllowed"]) == (
         8042,
@@ -236,23 +360,53 @@ def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
     assert config["RegisteredUsers"] == {"tester": "test-password-1"}
     assert "ExtraMainDicomTags" in config and "Plugins" not in config
     env = dict(line.split("=", 1) for line in project.env_file.read_text().splitlines())
-    assert (env["VINDR_HTTP_BIND"], env["VINDR_HTTP_PORT"], env["VINDR_DICOM_PORT"]) == (
-        "0.0.0.0",
-        "18042",
-        "14242",
-    )
+    assert (env["VINDR_HTTP_BIND"], env["VINDR_HTTP_PORT"], env["VINDR_DICOM_PORT"],
+            env["VINDR_DICOM_PORT_2"]) == ("0.0.0.0", "18042", "14242", "14243")
     password = project.postgres_secret.read_text()
     docker.prepare(settings(tmp_path / "pacs"))
     assert project.postgres_secret.read_text() == password  # kept: the database remembers it
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"http_port": 4243, "dicom_port": 4242}, "orthanc-2 .4243. is the HTTP port"),
+     ({"dicom_port": 65535}, "DICOM port of orthanc-2 65536")],
+)
+def test_prepare_refuses_node_ports_it_cannot_publish(tmp_path: Path, kwargs: dict,
+                                                      message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        docker.prepare(settings(tmp_path / "pacs", **kwargs))
+    assert not (tmp_path / "pacs").exists()
+
+
+def test_up_removes_the_single_node_service_of_an_older_project(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(docker, "_run", lambda project, *args: calls.append(args) or 0)
+    project = docker.DockerProject(tmp_path)
+    docker.up(project)
+    docker.up(project, background=False)
+    assert calls == [("up", "--remove-orphans", "-d", "--wait"),
+                     ("up", "--remove-orphans", "--abort-on-container-exit")]
+
+
 @pytest.mark.skipif(not docker.compose_available(), reason="docker compose is not installed here")
 def test_compose_config_accepts_the_project(tmp_path: Path) -> None:
-    project = docker.prepare(settings(tmp_path / "pacs"))
+    project = docker.prepare(settings(tmp_path / "pacs", http_port=18042, dicom_port=14242))
     proc = subprocess.run(
-        project.command("config", "--quiet"), capture_output=True, text=True, check=False
+        project.command("config", "--format", "json"), capture_output=True, text=True,
+        check=False
     )
     assert proc.returncode == 0, proc.stderr
+    services = json.loads(proc.stdout)["services"]
+    published = {name: [(p["host_ip"], p["published"], p["target"]) for p in s["ports"]]
+                 for name, s in services.items() if s.get("ports")}
+    assert published == {
+        "lb": [("127.0.0.1", "18042", 8042)],
+        "orthanc-1": [("127.0.0.1", "14242", 4242)],
+        "orthanc-2": [("127.0.0.1", "14243", 4242)],
+    }
+    assert services["lb"]["volumes"][0]["source"] == str(project.nginx_config)
 
 
 # --- who can reach the PACS (issue 8) -------------------------------------------------------
@@ -297,7 +451,11 @@ def test_serve_says_what_the_dicom_port_exposes(tmp_path: Path) -> None:
 
 
 def test_docker_publishes_dicom_on_loopback_unless_listen(tmp_path: Path, compose: dict) -> None:
-    assert compose["services"]["orthanc"]["ports"][1].startswith("${VINDR_DICOM_BIND:-127.0.0.1}:")
+    for node in nodes(compose).values():
+        assert node["ports"][0].startswith("${VINDR_DICOM_BIND:-127.0.0.1}:")
+    assert docker.exposure_notes(settings(tmp_path)) == [
+        ("DICOM ports 4242 (orthanc-1), 4243 (orthanc-2) are published on 127.0.0.1 only; "
+         "VINDR-LOADER store-enabled AE title")]
     local = docker.prepare(settings(tmp_path / "local"))
     env = dict(line.split("=", 1) for line in local.env_file.read_text().splitlines())
     assert env["VINDR_DICOM_BIND"] == "127.0.0.1"
