@@ -59,6 +59,7 @@ def make_settings(
     remote_access: bool = False,
     engine: str = "native",
     listen: str = LOOPBACK,
+    orthanc: str = "auto",
     notes: list[str] | None = None,
 ) -> ServerSettings:
     """Settings from command-line values, with the per-user credentials (made on first use).
@@ -85,12 +86,16 @@ def make_settings(
         remote_access=remote_access,
         engine=engine,  # type: ignore[arg-type]
         listen=listen,
+        orthanc=orthanc,
     )
 
 
-def _info(settings: ServerSettings, version: str, pid: int | None) -> ServerInfo:
+def _info(settings: ServerSettings, version: str, pid: int | None,
+          runtime_note: str = "") -> ServerInfo:
     notes = (docker.exposure_notes(settings) if settings.engine == "docker"
              else exposure_notes(settings, version) + index_notes(version))
+    if runtime_note:
+        notes = [runtime_note, *notes]
     return ServerInfo(
         engine=settings.engine,
         url=settings.url,
@@ -150,13 +155,13 @@ def serve(
         server = native.start(settings)
         _remember(settings)
         if on_ready is not None:
-            on_ready(_info(settings, server.system.version, server.pid))
+            on_ready(_info(settings, server.system.version, server.pid, server.runtime.note))
         return 0
 
     def ready(server: native.NativeServer) -> None:
         _remember(settings)
         if on_ready is not None:
-            on_ready(_info(settings, server.system.version, server.pid))
+            on_ready(_info(settings, server.system.version, server.pid, server.runtime.note))
 
     return native.serve(settings, on_ready=ready)
 

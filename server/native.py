@@ -1,4 +1,4 @@
-"""Run Debian's Orthanc (``/usr/sbin/Orthanc``) with our own configuration.
+"""Run Orthanc natively (see :mod:`server.runtime` for which build) with our own configuration.
 
 Never the system service nor ``/etc/orthanc``: each data folder gets its own
 ``orthanc.json``, storage, temporary folder, logs and pid file::
@@ -32,14 +32,12 @@ from typing import Any
 
 from converter.fileio import PRIVATE_DIR, PRIVATE_FILE, atomic_write, private_dir
 
+from . import runtime as runtimes
 from .client import Connection, OrthancClient, OrthancError, SystemInfo
 from .errors import ServerError
+from .runtime import DICOMWEB_PLUGIN, Runtime
 from .settings import ServerSettings, orthanc_config
 
-ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
-PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
-DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
-INSTALL_HINT = "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 ORTHANC_UMASK = 0o077  # what Orthanc creates (DICOM files, index, logs) is its user's only
@@ -80,33 +78,6 @@ class Layout:
     def pid_file(self) -> Path:
         """Pid of the running server."""
         return self.root / "orthanc.pid"
-
-
-def installed_version(binary: Path = ORTHANC_BINARY) -> str:
-    """The version of the Orthanc binary (``Orthanc --version``), e.g. ``"1.10.1"``.
-
-    Raises
-    ------
-    ServerError
-        With an install hint when the binary is missing.
-    """
-    if not binary.exists():
-        raise ServerError(f"Orthanc is not installed ({binary} missing): {INSTALL_HINT}")
-    out = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
-    first = out.splitlines()[0] if out else ""
-    return first.split()[-1] if first.split() else "unknown"
-
-
-def dicomweb_plugin(plugin_dir: Path = PLUGIN_DIR) -> Path:
-    """The DICOMweb plugin library; raises ServerError with an install hint when missing."""
-    path = plugin_dir / DICOMWEB_PLUGIN
-    if not path.exists():
-        raise ServerError(
-            f"Orthanc's DICOMweb plugin is not installed ({path} missing): {INSTALL_HINT}"
-        )
-    return path
 
 
 def native_config(
@@ -230,14 +201,21 @@ class NativeServer:
         The Orthanc process.
     system
         ``GET /system`` and ``/plugins`` as answered once ready.
+    runtime
+        The Orthanc build running.
     """
 
     def __init__(
-        self, settings: ServerSettings, process: subprocess.Popen[bytes], system: SystemInfo
+        self,
+        settings: ServerSettings,
+        process: subprocess.Popen[bytes],
+        system: SystemInfo,
+        runtime: Runtime,
     ):
         self.settings = settings
         self.process = process
         self.system = system
+        self.runtime = runtime
 
     @property
     def pid(self) -> int:
@@ -276,11 +254,13 @@ class NativeServer:
 def start(
     settings: ServerSettings,
     *,
-    binary: Path = ORTHANC_BINARY,
-    plugin_dir: Path = PLUGIN_DIR,
+    runtime: Runtime | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> NativeServer:
     """Start Orthanc on ``settings`` and wait until it answers ``GET /system``.
+
+    ``runtime`` is the Orthanc build to run; by default the one ``settings.orthanc`` selects
+    (:func:`server.runtime.select`).
 
     The process runs in its own session (Ctrl-C in the terminal does not reach it; stop it
     with :meth:`NativeServer.stop` or :func:`stop`) and outlives the caller unless stopped.
@@ -292,8 +272,10 @@ def start(
         already running on this data folder, or Orthanc exiting or not answering in time
         (with the end of its log).
     """
-    version = installed_version(binary)
-    plugins = [dicomweb_plugin(plugin_dir)]
+    if runtime is None:
+        runtime = runtimes.select(settings.orthanc)
+    version = runtime.version
+    plugins = [runtime.plugin(DICOMWEB_PLUGIN)]
     layout = Layout(settings.data_dir)
     pid = running_pid(settings.data_dir)
     if pid is not None:
@@ -307,13 +289,13 @@ def start(
     console = os.open(layout.console, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
     try:
         process = subprocess.Popen(
-            [str(binary), f"--logdir={layout.logs}", str(config)],
+            runtime.command(f"--logdir={layout.logs}", str(config)),
             stdin=subprocess.DEVNULL,
             stdout=console,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             umask=ORTHANC_UMASK,
-            env=orthanc_environment(),
+            env=orthanc_environment(runtime),
         )
     finally:
         os.close(console)
@@ -326,17 +308,19 @@ def start(
             process.wait()
         layout.pid_file.unlink(missing_ok=True)
         raise
-    return NativeServer(settings, process, system)
+    return NativeServer(settings, process, system, runtime)
 
 
-def orthanc_environment() -> dict[str, str]:
-    """Orthanc's environment: ours, with DCMTK's ``TCP_NODELAY=1``.
+def orthanc_environment(runtime: Runtime | None = None) -> dict[str, str]:
+    """Orthanc's environment: ours, with DCMTK's ``TCP_NODELAY=1`` (and what ``runtime``
+    needs).
 
     Debian's DCMTK leaves Nagle's algorithm on unless ``TCP_NODELAY`` is set, so each DIMSE
     exchange waited for a delayed ACK: a C-ECHO or C-FIND association took 0.11 s; with it,
     0.01-0.02 s (measured with pynetdicom, BENCHMARKS.md).
     """
-    return {**os.environ, "TCP_NODELAY": "1"}
+    extra = runtime.environment() if runtime is not None else {}
+    return {**os.environ, **extra, "TCP_NODELAY": "1"}
 
 
 def _wait_ready(

@@ -25,6 +25,8 @@ from .errors import SettingsError
 
 Engine = Literal["native", "docker"]
 ENGINES: tuple[str, ...] = ("native", "docker")
+# Which Orthanc build the native engine runs (server.runtime.select).
+ORTHANC_CHOICES: tuple[str, ...] = ("auto", "system", "debian13")
 
 DEFAULT_HTTP_PORT = 8042
 DEFAULT_DICOM_PORT = 4242
@@ -35,13 +37,16 @@ DICOMWEB_ROOT = "/dicom-web/"
 LOOPBACK = "127.0.0.1"
 ANY_ADDRESS = "0.0.0.0"
 
-# Tags we filter on that Orthanc does not keep in its index by default; from Orthanc 1.11 on
-# ExtraMainDicomTags makes those filters index-backed (1.10 ignores the key).
+# Tags we filter on, or that QIDO-RS returns by default (PS3.18 Table 6.7.1-2/2a), that
+# Orthanc does not keep in its index by default; from Orthanc 1.11 on ExtraMainDicomTags
+# makes them index-backed, so that no query of the archive reads a DICOM file (1.10
+# ignores the key). Justified one by one in shared/reference/orthanc.md.
 EXTRA_MAIN_DICOM_TAGS: dict[str, list[str]] = {
     "Patient": [],
     "Study": ["PatientAge"],
     "Series": [],
-    "Instance": ["ImageLaterality", "ViewPosition", "SOPClassUID", "Rows", "Columns"],
+    "Instance": ["ImageLaterality", "ViewPosition", "SOPClassUID", "Rows", "Columns",
+                 "BitsAllocated"],
 }
 EXTRA_MAIN_DICOM_TAGS_SINCE = (1, 11)
 
@@ -237,6 +242,9 @@ class ServerSettings:
         verified afterwards.
     name
         Orthanc's display name.
+    orthanc
+        Which Orthanc build the native engine runs: ``auto`` (the system's when >= 1.11,
+        else Debian 13's from its root), ``system`` or ``debian13`` (:mod:`server.runtime`).
     """
 
     data_dir: Path
@@ -251,6 +259,7 @@ class ServerSettings:
     sync_storage: bool = True
     name: str = "vindr-dicom"
     listen: str = LOOPBACK
+    orthanc: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -264,6 +273,9 @@ class ServerSettings:
             check_aet(self.loader_aet, "loader AE title")
         if self.engine not in ENGINES:
             raise SettingsError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.orthanc not in ORTHANC_CHOICES:
+            raise SettingsError(f"Orthanc build {self.orthanc!r}: choose one of "
+                                f"{', '.join(ORTHANC_CHOICES)}")
         seen = {self.aet.upper()}
         for aet in [m.aet for m in self.all_modalities()]:
             if aet.upper() in seen:
@@ -372,6 +384,10 @@ def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
             "Ssl": False,
             "StudiesMetadata": "Full",
             "SeriesMetadata": "Full",
+            # DICOMweb >= 1.15 computes each stable series' WADO-RS metadata in the
+            # background and stores it as an attachment: CPU that grows with the archive
+            # and kept a 5,000-exam server busy long after its load (orthanc.md).
+            "EnableMetadataCache": False,
         },
     }
     if parse_version(version) >= EXTRA_MAIN_DICOM_TAGS_SINCE:

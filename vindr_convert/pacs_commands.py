@@ -46,6 +46,14 @@ class EngineChoice(str, enum.Enum):
     docker = "docker"
 
 
+class OrthancChoice(str, enum.Enum):
+    """Which Orthanc build the native engine runs."""
+
+    auto = "auto"
+    system = "system"
+    debian13 = "debian13"
+
+
 class MethodChoice(str, enum.Enum):
     """How ``load`` sends objects."""
 
@@ -89,6 +97,11 @@ def serve(
     background: bool = typer.Option(
         False, "--background", help="Start and return (stop with `stop`)."
     ),
+    orthanc: OrthancChoice = typer.Option(
+        OrthancChoice.auto, "--orthanc",
+        help="Native Orthanc build: auto (the system's if >= 1.11, else Debian 13's from "
+        "`install-orthanc`), system, or debian13.",
+    ),
 ) -> None:
     """Run the Orthanc PACS (foreground until Ctrl-C, or --background)."""
     with reported_errors():
@@ -104,6 +117,7 @@ def serve(
             remote_access=remote,
             engine=engine_choice.value,
             listen=listen,
+            orthanc=orthanc.value,
             notes=notes,
         )
         for note in notes:
@@ -111,6 +125,34 @@ def serve(
         code = engine.serve(settings, background=background, on_ready=_print_ready)
     if code != 0:
         fail(f"the {engine_choice.value} server exited with code {code}")
+
+def install_orthanc(
+    root: Optional[Path] = typer.Option(
+        None, "--root", help="Where (default: ~/.local/share/vindr-dicom/debian13-root)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when already there."),
+) -> None:
+    """Get Debian 13's Orthanc 1.12 (a minimal Debian 13 root, debootstrap, ~40 s, 430 MB).
+
+    For machines whose own Orthanc is older than 1.11 (Debian 12): `serve` then runs it by
+    default. Needs debootstrap and root privileges (sudo) to build, none to run.
+    """
+    with reported_errors():
+        from server import runtime
+
+        if not force:
+            try:
+                found = runtime.root_runtime(root)
+            except runtime.ServerError:
+                found = None
+            if found is not None:
+                out.print(f"Orthanc {found.version} already in {found.root}")
+                return
+        where = root or runtime.default_root()
+        out.print(f"building a Debian 13 root with Orthanc in {where} (debootstrap, ~1 min)")
+        built = runtime.build_root(root)
+    out.print(f"[bold green]Orthanc {built.version}[/] ready in {built.root}")
+
 
 def stop(
     data: Optional[Path] = typer.Option(
@@ -231,7 +273,7 @@ def view(
             out.print(f"OHIF {viewer.OHIF_VERSION} in {ohif_dir}")
             return
         connection = resolve_connection(url, user, password)
-        settings = viewer.ViewerSettings(ohif_dir, connection, port=port)
+        settings = viewer.viewer_settings(ohif_dir, connection, port=port)
         if background:
             _, address = viewer.start_background(settings)
             _print_viewer(address, connection)
@@ -251,8 +293,9 @@ def _print_viewer(address: str, connection) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``stop``, ``load``, ``verify``, ``view`` and ``demo`` to ``app``."""
-    for command in (serve, stop, load, verify, view, demo):
+    """Add ``serve``, ``stop``, ``load``, ``verify``, ``view``, ``demo`` and
+    ``install-orthanc`` to ``app``."""
+    for command in (serve, stop, load, verify, view, demo, install_orthanc):
         app.command()(command)
 
 

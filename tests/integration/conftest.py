@@ -1,4 +1,4 @@
-"""A real Orthanc for the session: Debian's binary via server.native, on free ports in a tmp dir.
+"""A real Orthanc for the session: the default build (server.runtime) via server.native, on free ports in a tmp dir.
 
 It knows two AE titles besides its own: ``PYNETDICOM`` (a pynetdicom storage SCP started
 here, the C-MOVE destination; the pynetdicom SCU calls with the same title) and ``DCMTK``
@@ -25,7 +25,7 @@ from pacs_tools import (
     free_port,
     pacs_settings,
 )
-from server import native
+from server import native, runtime
 from server.client import OrthancClient
 from server.load import load
 from server.settings import Modality
@@ -99,6 +99,7 @@ def orthanc_version(pacs: Pacs) -> tuple[int, ...]:
 def pytest_report_header(config: pytest.Config) -> str:
     """Say which Orthanc the suite runs against."""
     try:
-        return f"orthanc: {native.installed_version()} ({native.ORTHANC_BINARY})"
+        chosen = runtime.select()
+        return f"orthanc: {chosen.version} ({chosen.origin})"
     except Exception as exc:  # the header must never break collection
         return f"orthanc: not available ({exc})"

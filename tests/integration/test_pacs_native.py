@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from pacs_tools import Pacs, pacs_settings
-from server import native
+from server import native, runtime
 from server.errors import ServerError
 
 pytestmark = pytest.mark.integration
@@ -71,12 +71,32 @@ def test_foreground_serve_stops_cleanly(tmp_path: Path, signum: int) -> None:
 
 def test_missing_binary_gives_install_hint(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="apt-get install .*orthanc"):
-        native.start(pacs_settings(tmp_path), binary=tmp_path / "Orthanc")
+        runtime.system_runtime(tmp_path / "Orthanc")
+
+
+def test_missing_root_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match="install-orthanc"):
+        runtime.root_runtime(tmp_path)
 
 
 def test_missing_dicomweb_plugin_gives_install_hint(tmp_path: Path) -> None:
-    with pytest.raises(ServerError, match="DICOMweb plugin.*orthanc-dicomweb"):
-        native.start(pacs_settings(tmp_path), plugin_dir=tmp_path)
+    chosen = runtime.select()
+    fake = runtime.Runtime(chosen.binary, chosen.version, tmp_path)  # a root without plugins
+    with pytest.raises(ServerError, match="libOrthancDicomWeb.so is missing.*orthanc-dicomweb"):
+        native.start(pacs_settings(tmp_path), runtime=fake)
+
+
+def test_default_runtime_indexes_the_archive_tags_when_it_can() -> None:
+    """auto picks an Orthanc >= 1.11 whenever one is there (Debian 13's system one, or the
+    Debian 13 root on Debian 12), and says so when it falls back to an older one."""
+    chosen = runtime.select("auto")
+    system = runtime.system_runtime()
+    if system.indexes_extra_tags:
+        assert chosen == system
+    elif chosen.root is not None:
+        assert chosen.indexes_extra_tags and "--orthanc system" in chosen.note
+    else:
+        assert "install-orthanc" in chosen.note
 
 
 def test_busy_port_is_refused(pacs: Pacs, tmp_path: Path) -> None:
@@ -94,7 +114,7 @@ def test_config_file_is_private_and_lists_one_plugin(pacs: Pacs) -> None:
     layout = native.Layout(pacs.settings.data_dir)
     assert oct(os.stat(layout.config).st_mode & 0o777) == "0o600"
     config = json.loads(layout.config.read_text())
-    assert config["Plugins"] == [str(native.PLUGIN_DIR / native.DICOMWEB_PLUGIN)]
+    assert config["Plugins"] == [str(pacs.server.runtime.plugin_dir / runtime.DICOMWEB_PLUGIN)]
     assert Path(config["TemporaryDirectory"]).is_dir()
     assert config["RemoteAccessAllowed"] is False
 
