@@ -1,31 +1,19 @@
-"""The viewer: OHIF's static build served on loopback behind a same-origin gateway to the PACS.
+"""The viewer: OHIF's static build served on loopback by the gateway (:mod:`server.gateway`).
 
 OHIF (``@ohif/app``, a ready static build in its npm package) talks DICOMweb from the
-browser. Served from the same origin as a small gateway, it needs no CORS and never sees the
-PACS credentials:
-
-- ``/dicom-web/...`` and ``/wado...`` are forwarded to the PACS with HTTP basic auth added.
-  The query string is percent-decoded first: OHIF encodes every QIDO value
-  (``includefield=00081030%2C...``, ``*`` as ``%2A``) and Debian's Orthanc builds do not
-  decode query arguments, so an encoded wildcard or field list would silently match nothing.
-  The request line goes out byte for byte (``http.client``; ``requests`` re-encodes ``^``).
-  An RFC 7239 ``Forwarded`` header names the gateway, so the DICOMweb plugin writes
-  BulkDataURIs and RetrieveURLs that point back at the gateway (same origin).
-- ``/app-config.js`` is OHIF's configuration, generated (:func:`app_config`): one DICOMweb
-  data source (the gateway), our mammography hanging protocol and box labels.
-- everything else is the static build, with the single-page fallback (an unknown path
-  without a file extension, e.g. ``/viewer``, gets ``index.html``).
+browser. Served from the same origin as the gateway's DICOMweb, it needs no CORS and never
+sees the PACS credentials; its searches are answered from Orthanc's index. This module
+fetches the build (:func:`install_ohif`), writes its configuration (:func:`app_config`: the
+gateway as its one data source, our mammography hanging protocol and box labels) and runs
+the gateway with it in the foreground or as a background process.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import logging
 import mimetypes
 import os
-import posixpath
 import shutil
 import signal
 import socket
@@ -35,22 +23,31 @@ import tarfile
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
 from .client import Connection
 from .errors import ServerError
+from .gateway import Gateway, GatewaySettings, start_gateway
+
+__all__ = [
+    "Gateway",
+    "GatewaySettings",
+    "viewer_settings",
+    "app_config",
+    "exam_urls",
+    "install_ohif",
+    "start_background",
+    "start_gateway",
+    "stop_background",
+]
 
 OHIF_PACKAGE = "@ohif/app"
 OHIF_VERSION = "3.13.2"
 # Parts of the build we do not use: onnxruntime (136 MB, segmentation AI) and the
 # microscopy viewer.
 OHIF_DROPPED = ("ort", "dicom-microscopy-viewer")
-PROXIED = ("/dicom-web/", "/wado")
 MAMMO_PROTOCOL = "vindr-mammo-4up"  # the hanging protocol of ohif-app-config.js
 CHUNK = 1 << 16
 UPSTREAM_TIMEOUT = 300.0
@@ -139,214 +136,17 @@ def _unpack_dist(tarball: Path, staging: Path) -> None:
 # --- configuration ------------------------------------------------------------------------
 
 
+def viewer_settings(ohif_dir: Path, upstream: Connection, host: str = "127.0.0.1",
+                    port: int = 3000) -> GatewaySettings:
+    """The gateway serving OHIF's build in ``ohif_dir`` with our configuration."""
+    return GatewaySettings(ohif_dir, upstream, host, port, app_config=app_config().encode())
+
+
 def app_config() -> str:
     """OHIF's ``app-config.js`` (``server/resources/ohif-app-config.js``): the gateway as its
     one data source, the mammography hanging protocol, the box labels."""
     template = resources.files("server") / "resources" / "ohif-app-config.js"
     return template.read_text(encoding="utf-8")
-
-
-# --- the gateway ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ViewerSettings:
-    """What the gateway serves and where it forwards to."""
-
-    ohif_dir: Path
-    upstream: Connection
-    host: str = "127.0.0.1"
-    port: int = 3000
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "vindr-dicom-viewer"
-    server: Gateway
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:
-        if self.path.startswith(PROXIED):
-            self._forward()
-        else:
-            self._static()
-
-    do_HEAD = do_GET
-
-    def do_POST(self) -> None:
-        if self.path.startswith(PROXIED):
-            self._forward()
-        else:
-            self._reply(405, b"method not allowed\n", "text/plain")
-
-    # -- forwarding --
-
-    def _forward(self) -> None:
-        path, _, query = self.path.partition("?")
-        target = path + ("?" + urllib.parse.unquote(query) if query else "")
-        if any(ch in target for ch in " \r\n\t"):
-            self._reply(400, b"spaces or line breaks in a query cannot be forwarded\n",
-                        "text/plain")
-            return
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-        headers.update(self.server.upstream_headers)
-        # Both name the gateway: the DICOMweb plugin builds BulkDataURIs and RetrieveURLs from
-        # the RFC 7239 Forwarded header, or from Host in versions that ignore it.
-        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
-        headers["Forwarded"] = f"host={host};proto=http"
-        headers["Host"] = host
-        try:
-            answer = self.server.request(self.command, target, body, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            log.warning("upstream %s %s failed: %s", self.command, target, exc)
-            self._reply(502, f"PACS unreachable: {exc}\n".encode(), "text/plain")
-            return
-        with answer.connection:
-            self._relay(answer.response)
-        if answer.response.status >= 400:
-            log.info("%s %s -> %d", self.command, target, answer.response.status)
-
-    def _relay(self, response: http.client.HTTPResponse) -> None:
-        self.send_response(response.status)
-        length = response.getheader("Content-Length")
-        for key, value in response.getheaders():
-            if key.lower() not in _HOP and key.lower() not in ("content-length",
-                                                               "www-authenticate"):
-                self.send_header(key, value)
-        data = None if length is not None else response.read()
-        self.send_header("Content-Length", length if length is not None else str(len(data)))
-        self.end_headers()
-        if self.command == "HEAD":
-            return
-        if data is not None:
-            self.wfile.write(data)
-            return
-        while chunk := response.read(CHUNK):
-            self.wfile.write(chunk)
-
-    # -- static files --
-
-    def _static(self) -> None:
-        rel = posixpath.normpath(urllib.parse.unquote(self.path.partition("?")[0])).lstrip("/")
-        if rel == "app-config.js":
-            self._reply(200, self.server.config_js, "text/javascript")
-            return
-        root = self.server.settings.ohif_dir
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root.resolve()) or not path.is_file():
-            if "." in posixpath.basename(rel):  # a missing asset is a real 404
-                self._reply(404, b"not found\n", "text/plain")
-                return
-            path = root / "index.html"  # single-page application fallback
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        self._reply(200, path.read_bytes(), ctype)
-
-    def _reply(self, status: int, data: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-
-@dataclass
-class _Answer:
-    connection: _Pooled
-    response: http.client.HTTPResponse
-
-
-class _Pooled:
-    """A keep-alive upstream connection lent to one request, returned when done."""
-
-    def __init__(self, pool: list[http.client.HTTPConnection], lock: threading.Lock,
-                 conn: http.client.HTTPConnection) -> None:
-        self.pool, self.lock, self.conn = pool, lock, conn
-
-    def __enter__(self) -> _Pooled:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            with self.lock:
-                self.pool.append(self.conn)
-        else:
-            self.conn.close()
-
-
-class Gateway(ThreadingHTTPServer):
-    """The same-origin gateway: OHIF's files and the PACS's DICOMweb, on one port."""
-
-    daemon_threads = True
-
-    def __init__(self, settings: ViewerSettings) -> None:
-        if not ohif_installed(settings.ohif_dir):
-            raise ServerError(f"no OHIF build in {settings.ohif_dir}: run "
-                              "`vindr-convert view --install` (needs npm)")
-        self.settings = settings
-        self.config_js = app_config().encode("utf-8")
-        parts = urllib.parse.urlsplit(settings.upstream.url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ServerError(f"the viewer forwards to an http:// PACS, not {settings.upstream.url}")
-        self._upstream = (parts.hostname, parts.port or 80, parts.path.rstrip("/"))
-        self.upstream_headers: dict[str, str] = {}
-        if settings.upstream.username is not None:
-            token = f"{settings.upstream.username}:{settings.upstream.password or ''}"
-            self.upstream_headers["Authorization"] = (
-                "Basic " + base64.b64encode(token.encode()).decode("ascii"))
-        self._pool: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        try:
-            super().__init__((settings.host, settings.port), _Handler)
-        except OSError as exc:
-            raise ServerError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
-
-    @property
-    def url(self) -> str:
-        """The viewer's base URL."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def request(self, method: str, target: str, body: bytes,
-                headers: dict[str, str]) -> _Answer:
-        """Send one request upstream on a pooled keep-alive connection; a GET that fails on
-        a kept-alive connection (closed by the PACS meanwhile) is sent again on a new one."""
-        host, port, prefix = self._upstream
-        idempotent = method in ("GET", "HEAD")  # others go on a new connection, never twice
-        with self._lock:
-            conn = self._pool.pop() if self._pool and idempotent else None
-        if conn is not None:  # a kept-alive connection the PACS may have closed meanwhile
-            try:
-                return self._send(conn, method, prefix + target, body, headers)
-            except (OSError, http.client.HTTPException):
-                conn.close()
-        conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
-        try:
-            return self._send(conn, method, prefix + target, body, headers)
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            raise
-
-    def _send(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes,
-              headers: dict[str, str]) -> _Answer:
-        conn.putrequest(method, target, skip_host="Host" in headers, skip_accept_encoding=True)
-        for key, value in headers.items():
-            conn.putheader(key, value)
-        conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        return _Answer(_Pooled(self._pool, self._lock, conn), conn.getresponse())
-
-
-def start_gateway(settings: ViewerSettings) -> tuple[Gateway, threading.Thread]:
-    """A running gateway in a background thread (tests, the demo); ``shutdown()`` stops it."""
-    gateway = Gateway(settings)
-    thread = threading.Thread(target=gateway.serve_forever, name="vindr-viewer", daemon=True)
-    thread.start()
-    return gateway, thread
 
 
 # --- running it -------------------------------------------------------------------------------
@@ -385,7 +185,7 @@ def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None
                         f"&hangingprotocolId={MAMMO_PROTOCOL}")
 
 
-def serve_foreground(settings: ViewerSettings,
+def serve_foreground(settings: GatewaySettings,
                      on_ready: Callable[[Gateway], None] | None = None) -> int:
     """Run the viewer until Ctrl-C or SIGTERM; returns 0 on such a stop."""
     gateway = Gateway(settings)
@@ -406,7 +206,7 @@ def serve_foreground(settings: ViewerSettings,
     return 0
 
 
-def start_background(settings: ViewerSettings) -> tuple[int, str]:
+def start_background(settings: GatewaySettings) -> tuple[int, str]:
     """Start the viewer as a detached process; (pid, URL) once it answers.
 
     The PACS credentials reach the child through its environment, never its command line.
@@ -471,7 +271,7 @@ def _main(argv: list[str]) -> int:
     connection = Connection(url, os.environ.get("VINDR_VIEWER_USER") or None,
                             os.environ.get("VINDR_VIEWER_PASSWORD") or None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return serve_foreground(ViewerSettings(Path(ohif_dir), connection, host, int(port)))
+    return serve_foreground(viewer_settings(Path(ohif_dir), connection, host, int(port)))
 
 
 if __name__ == "__main__":

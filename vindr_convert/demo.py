@@ -177,7 +177,7 @@ def start_viewer(connection: Connection) -> tuple[str, str | None]:
 
     ohif = viewer.install_ohif()
     port = VIEWER_PORT if not native.port_in_use(VIEWER_PORT) else native.free_port()
-    _, url = viewer.start_background(viewer.ViewerSettings(ohif, connection, port=port))
+    _, url = viewer.start_background(viewer.viewer_settings(ohif, connection, port=port))
     return viewer.exam_urls(url, connection)
 
 

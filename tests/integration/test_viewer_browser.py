@@ -33,7 +33,7 @@ from converter.synth import generate_release
 from pacs_tools import free_port, pacs_settings
 from server import native
 from server.load import load
-from server.viewer import ViewerSettings, install_ohif, start_gateway
+from server.viewer import viewer_settings, install_ohif, start_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,7 +123,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     gateway = thread = None
     try:
         assert load(root / "out", server.connection).ok
-        gateway, thread = start_gateway(ViewerSettings(ohif, server.connection, port=free_port()))
+        gateway, thread = start_gateway(viewer_settings(ohif, server.connection, port=free_port()))
         yield Site(gateway.url, exams, len(uids))
     finally:
         if gateway is not None:

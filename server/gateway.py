@@ -1,0 +1,368 @@
+"""The gateway in front of the PACS: DICOMweb with searches answered from Orthanc's index.
+
+One small HTTP server (loopback by default) that
+
+- answers QIDO-RS searches (``GET /dicom-web/studies``, ``/series``, ``/instances`` and the
+  study/series-scoped forms) from Orthanc's index through :mod:`server.qido`, at index speed,
+  when the index holds every attribute the search names; any other search goes to the plugin;
+- forwards everything else under ``/dicom-web/`` and ``/wado`` to the PACS with HTTP basic
+  auth added. The query string is percent-decoded first: OHIF and dicomweb-client encode
+  QIDO values (``includefield=00081030%2C...``, ``*`` as ``%2A``) and Debian's Orthanc
+  builds do not decode query arguments, so an encoded wildcard or field list would silently
+  match nothing. The request line goes out byte for byte (``http.client``; ``requests``
+  re-encodes ``^``). An RFC 7239 ``Forwarded`` header names the gateway, so the DICOMweb
+  plugin writes BulkDataURIs and RetrieveURLs that point back at the gateway;
+- for the viewer (:mod:`server.viewer`), serves OHIF's static build and its generated
+  ``/app-config.js`` on the same origin (no CORS, no credentials in the browser), with the
+  single-page fallback (an unknown path without a file extension gets ``index.html``).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import mimetypes
+import posixpath
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from . import qido
+from .client import Connection
+from .errors import ServerError
+
+DICOMWEB = "/dicom-web/"
+PROXIED = (DICOMWEB, "/wado")
+CHUNK = 1 << 16
+UPSTREAM_TIMEOUT = 300.0
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself.
+_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "transfer-encoding", "upgrade", "host", "authorization", "forwarded",
+        "accept-encoding"}
+
+log = logging.getLogger(__name__)
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".js")
+
+
+class GatewayUpstreamError(ServerError):
+    """The PACS answered a request of the gateway's own with an error status."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What the gateway serves and where it forwards to.
+
+    Parameters
+    ----------
+    ohif_dir
+        OHIF's static build to serve (None: DICOMweb only).
+    upstream
+        The PACS (Orthanc's REST root, with credentials).
+    host, port
+        Where the gateway listens.
+    index_qido
+        Answer QIDO-RS searches from Orthanc's index (:mod:`server.qido`) when it can.
+    app_config
+        The ``/app-config.js`` served with OHIF (:func:`server.viewer.viewer_settings`).
+    """
+
+    ohif_dir: Path | None
+    upstream: Connection
+    host: str = "127.0.0.1"
+    port: int = 3000
+    index_qido: bool = True
+    app_config: bytes = b""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave as separate writes: no 40 ms
+    server_version = "vindr-dicom-viewer"
+    server: Gateway
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        if self.path.startswith(DICOMWEB) and self.command == "GET" and self._search():
+            return
+        if self.path.startswith(PROXIED):
+            self._forward()
+        else:
+            self._static()
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        if self.path.startswith(PROXIED):
+            self._forward()
+        else:
+            self._reply(405, b"method not allowed\n", "text/plain")
+
+    # -- QIDO-RS from the index --
+
+    def _search(self) -> bool:
+        """Answer a QIDO-RS search from Orthanc's index; False to forward it instead."""
+        path, _, query = self.path[len(DICOMWEB) - 1:].partition("?")
+        accept = self.headers.get("Accept", "")
+        if "xml" in accept and "json" not in accept:
+            return False  # DICOM XML answers: the plugin's
+        try:
+            search = qido.parse(path, query)
+        except qido.QidoError as exc:
+            self._reply(400, f"{exc}\n".encode(), "text/plain")
+            return True
+        if search is None:
+            return False
+        try:
+            index = self.server.index_tags()
+            plan = qido.plan(search, index) if index is not None else None
+            if plan is None:
+                return False
+            cache = self.server.parents
+            with cache.lock:
+                cache.refresh()
+                answers = self.server.find(plan.body)
+                cache.resolve(search.level, answers)
+                data = qido.render(answers, plan, self._dicomweb_base(), cache)
+        except GatewayUpstreamError as exc:
+            if exc.status == 400:  # a value the index rejects: the plugin says why
+                return False
+            self._reply(502, f"PACS: {exc}\n".encode(), "text/plain")
+            return True
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("upstream search failed: %s", exc)
+            self._reply(502, f"PACS unreachable: {exc}\n".encode(), "text/plain")
+            return True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(data)))
+        for warning in plan.warnings:
+            self.send_header("Warning", warning)
+        self.end_headers()
+        self.wfile.write(data)
+        return True
+
+    def _dicomweb_base(self) -> str:
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        return f"http://{host}{DICOMWEB.rstrip('/')}"
+
+    # -- forwarding --
+
+    def _forward(self) -> None:
+        path, _, query = self.path.partition("?")
+        target = path + ("?" + urllib.parse.unquote(query) if query else "")
+        if any(ch in target for ch in " \r\n\t"):
+            self._reply(400, b"spaces or line breaks in a query cannot be forwarded\n",
+                        "text/plain")
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        headers.update(self.server.upstream_headers)
+        # Both name the gateway: the DICOMweb plugin builds BulkDataURIs and RetrieveURLs from
+        # the RFC 7239 Forwarded header, or from Host in versions that ignore it.
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        headers["Forwarded"] = f"host={host};proto=http"
+        headers["Host"] = host
+        try:
+            answer = self.server.request(self.command, target, body, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("upstream %s %s failed: %s", self.command, target, exc)
+            self._reply(502, f"PACS unreachable: {exc}\n".encode(), "text/plain")
+            return
+        with answer.connection:
+            self._relay(answer.response)
+        if answer.response.status >= 400:
+            log.info("%s %s -> %d", self.command, target, answer.response.status)
+
+    def _relay(self, response: http.client.HTTPResponse) -> None:
+        self.send_response(response.status)
+        length = response.getheader("Content-Length")
+        for key, value in response.getheaders():
+            if key.lower() not in _HOP and key.lower() not in ("content-length",
+                                                               "www-authenticate"):
+                self.send_header(key, value)
+        data = None if length is not None else response.read()
+        self.send_header("Content-Length", length if length is not None else str(len(data)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if data is not None:
+            self.wfile.write(data)
+            return
+        while chunk := response.read(CHUNK):
+            self.wfile.write(chunk)
+
+    # -- static files --
+
+    def _static(self) -> None:
+        rel = posixpath.normpath(urllib.parse.unquote(self.path.partition("?")[0])).lstrip("/")
+        root = self.server.settings.ohif_dir
+        if root is None:
+            self._reply(404, b"not found (this gateway serves DICOMweb only)\n", "text/plain")
+            return
+        if rel == "app-config.js":
+            self._reply(200, self.server.config_js, "text/javascript")
+            return
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.is_file():
+            if "." in posixpath.basename(rel):  # a missing asset is a real 404
+                self._reply(404, b"not found\n", "text/plain")
+                return
+            path = root / "index.html"  # single-page application fallback
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self._reply(200, path.read_bytes(), ctype)
+
+    def _reply(self, status: int, data: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+@dataclass
+class _Answer:
+    connection: _Pooled
+    response: http.client.HTTPResponse
+
+
+class _Pooled:
+    """A keep-alive upstream connection lent to one request, returned when done."""
+
+    def __init__(self, pool: list[http.client.HTTPConnection], lock: threading.Lock,
+                 conn: http.client.HTTPConnection) -> None:
+        self.pool, self.lock, self.conn = pool, lock, conn
+
+    def __enter__(self) -> _Pooled:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            with self.lock:
+                self.pool.append(self.conn)
+        else:
+            self.conn.close()
+
+
+class Gateway(ThreadingHTTPServer):
+    """The gateway: the PACS's DICOMweb (searches from the index) and, for the viewer,
+    OHIF's files on the same origin."""
+
+    daemon_threads = True
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        if settings.ohif_dir is not None and not (settings.ohif_dir / "index.html").is_file():
+            raise ServerError(f"no OHIF build in {settings.ohif_dir}: run "
+                              "`vindr-convert view --install` (needs npm)")
+        self.settings = settings
+        self.config_js = settings.app_config
+        self._index: qido.IndexTags | None = None
+        self.parents = qido.ParentCache(self.call)
+        self._index_known = not settings.index_qido
+        parts = urllib.parse.urlsplit(settings.upstream.url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ServerError(f"the viewer forwards to an http:// PACS, not {settings.upstream.url}")
+        self._upstream = (parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+        self.upstream_headers: dict[str, str] = {}
+        if settings.upstream.username is not None:
+            token = f"{settings.upstream.username}:{settings.upstream.password or ''}"
+            self.upstream_headers["Authorization"] = (
+                "Basic " + base64.b64encode(token.encode()).decode("ascii"))
+        self._pool: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        try:
+            super().__init__((settings.host, settings.port), _Handler)
+        except OSError as exc:
+            raise ServerError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+
+    @property
+    def url(self) -> str:
+        """The viewer's base URL."""
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def request(self, method: str, target: str, body: bytes,
+                headers: dict[str, str], retry: bool = False) -> _Answer:
+        """Send one request upstream on a pooled keep-alive connection; a GET (or a request
+        marked ``retry``, e.g. a search) that fails on a kept-alive connection (closed by
+        the PACS meanwhile) is sent again on a new one."""
+        host, port, prefix = self._upstream
+        idempotent = retry or method in ("GET", "HEAD")  # others: new connection, never twice
+        with self._lock:
+            conn = self._pool.pop() if self._pool and idempotent else None
+        if conn is not None:  # a kept-alive connection the PACS may have closed meanwhile
+            try:
+                return self._send(conn, method, prefix + target, body, headers)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+        conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
+        try:
+            return self._send(conn, method, prefix + target, body, headers)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            raise
+
+    def index_tags(self) -> qido.IndexTags | None:
+        """What the PACS's index holds (``GET /system``, asked once); None when Orthanc
+        does not say (before 1.11): every search then goes to the plugin."""
+        if not self._index_known:
+            answer = self.request("GET", "/system", b"", dict(self.upstream_headers))
+            with answer.connection:
+                data = answer.response.read()
+            if answer.response.status != 200:
+                raise GatewayUpstreamError(answer.response.status, data[:200].decode(errors="replace"))
+            self._index = qido.IndexTags.from_system(json.loads(data))
+            self._index_known = True
+        return self._index
+
+    def find(self, body: dict) -> list[dict]:
+        """``POST /tools/find`` on the PACS."""
+        return list(self.call("POST", "/tools/find", body))
+
+    def call(self, method: str, path: str, body: dict | None) -> Any:
+        """One REST request of the gateway's own to the PACS: its JSON answer (None for
+        404). Raises GatewayUpstreamError on another error status."""
+        headers = dict(self.upstream_headers)
+        data = b""
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        answer = self.request(method, path, data, headers, retry=True)
+        with answer.connection:
+            text = answer.response.read()
+        if answer.response.status == 404:
+            return None
+        if answer.response.status != 200:
+            raise GatewayUpstreamError(answer.response.status,
+                                       text[:300].decode(errors="replace"))
+        return json.loads(text)
+
+    def _send(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes,
+              headers: dict[str, str]) -> _Answer:
+        conn.putrequest(method, target, skip_host="Host" in headers, skip_accept_encoding=True)
+        for key, value in headers.items():
+            conn.putheader(key, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        return _Answer(_Pooled(self._pool, self._lock, conn), conn.getresponse())
+
+
+def start_gateway(settings: GatewaySettings) -> tuple[Gateway, threading.Thread]:
+    """A running gateway in a background thread (tests, the demo); ``shutdown()`` stops it."""
+    gateway = Gateway(settings)
+    thread = threading.Thread(target=gateway.serve_forever, name="vindr-viewer", daemon=True)
+    thread.start()
+    return gateway, thread
