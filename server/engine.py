@@ -7,16 +7,19 @@ per-user file (:mod:`server.userconfig`) so that ``load`` and ``verify`` find th
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import docker, native
+from . import cluster, docker
 from .errors import ServerError
 from .settings import (
     DEFAULT_AET,
     DEFAULT_DICOM_PORT,
     DEFAULT_HTTP_PORT,
+    DEFAULT_WEB_PORT,
     LOOPBACK,
     Modality,
     ServerSettings,
@@ -47,6 +50,9 @@ class ServerInfo:
     version: str
     pid: int | None = None
     notes: tuple[str, ...] = ()
+    web_url: str | None = None
+    node_urls: tuple[str, ...] = ()
+    index: str = "sqlite"
 
 
 def make_settings(
@@ -60,6 +66,9 @@ def make_settings(
     engine: str = "native",
     listen: str = LOOPBACK,
     orthanc: str = "auto",
+    index: str = "sqlite",
+    nodes: int = 1,
+    web_port: int = DEFAULT_WEB_PORT,
     notes: list[str] | None = None,
 ) -> ServerSettings:
     """Settings from command-line values, with the per-user credentials (made on first use).
@@ -87,6 +96,9 @@ def make_settings(
         engine=engine,  # type: ignore[arg-type]
         listen=listen,
         orthanc=orthanc,
+        index=index,
+        nodes=nodes,
+        web_port=web_port,
     )
 
 
@@ -108,16 +120,22 @@ def _info(settings: ServerSettings, version: str, pid: int | None,
         version=version,
         pid=pid,
         notes=tuple(notes),
+        web_url=settings.web_url if settings.engine == "native" else None,
+        node_urls=settings.node_urls if settings.engine == "native" else (settings.url,),
+        index=settings.index if settings.engine == "native" else "postgresql",
     )
 
 
 def _remember(settings: ServerSettings) -> None:
+    native_engine = settings.engine == "native"
     remember_server(
         url=settings.url,
         aet=settings.aet,
         dicom_port=settings.dicom_port,
         engine=settings.engine,
         data_dir=str(settings.data_dir),
+        nodes=list(settings.node_urls) if native_engine else [settings.url],
+        web_url=settings.web_url if native_engine else None,
     )
 
 
@@ -151,19 +169,40 @@ def serve(
         if code == 0 and on_ready is not None:
             on_ready(_info(settings, docker.ORTHANC_IMAGE, None))
         return code
+    started = cluster.start(settings)
+    _remember(settings)
+    first = started.first
+    if on_ready is not None:
+        on_ready(_info(settings, first.system.version, first.pid, first.runtime.note))
     if background:
-        server = native.start(settings)
-        _remember(settings)
-        if on_ready is not None:
-            on_ready(_info(settings, server.system.version, server.pid, server.runtime.note))
         return 0
+    return _run_until_stopped(started)
 
-    def ready(server: native.NativeServer) -> None:
-        _remember(settings)
-        if on_ready is not None:
-            on_ready(_info(settings, server.system.version, server.pid, server.runtime.note))
 
-    return native.serve(settings, on_ready=ready)
+def _run_until_stopped(started: cluster.Cluster) -> int:
+    """Wait until Ctrl-C or SIGTERM (0) or until a node exits by itself (its code); then
+    stop everything."""
+
+    class _Stop(Exception):
+        pass
+
+    def _raise(signum: int, frame: object) -> None:
+        raise _Stop()
+
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            for node in started.nodes:
+                code = node.process.poll()
+                if code is not None:
+                    return code
+            time.sleep(0.2)
+    except (_Stop, KeyboardInterrupt):
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        started.stop()
 
 
 def stop(data_dir: Path | None = None, engine: str | None = None) -> bool:
@@ -189,4 +228,4 @@ def stop(data_dir: Path | None = None, engine: str | None = None) -> bool:
         )
     if engine == "docker":
         return docker.stop(data_dir)
-    return native.stop(data_dir)
+    return cluster.stop(data_dir)

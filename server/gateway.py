@@ -74,6 +74,9 @@ class GatewaySettings:
         Answer QIDO-RS searches from Orthanc's index (:mod:`server.qido`) when it can.
     app_config
         The ``/app-config.js`` served with OHIF (:func:`server.viewer.viewer_settings`).
+    more_upstreams
+        The REST URLs of the other nodes of a cluster (same credentials): requests go to
+        each node in turn, and past a node that is down.
     """
 
     ohif_dir: Path | None
@@ -82,6 +85,7 @@ class GatewaySettings:
     port: int = 3000
     index_qido: bool = True
     app_config: bytes = b""
+    more_upstreams: tuple[str, ...] = ()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -233,6 +237,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+class _Unreachable(Exception):
+    """A node refused the connection: nothing was sent to it."""
+
+
+@dataclass
+class _Upstream:
+    """One node of the PACS and its idle keep-alive connections."""
+
+    host: str
+    port: int
+    prefix: str
+    pool: list[http.client.HTTPConnection]
+
+    @classmethod
+    def parse(cls, url: str) -> _Upstream:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ServerError(f"the gateway forwards to an http:// PACS, not {url}")
+        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"), [])
+
+
 @dataclass
 class _Answer:
     connection: _Pooled
@@ -272,16 +297,14 @@ class Gateway(ThreadingHTTPServer):
         self._index: qido.IndexTags | None = None
         self.parents = qido.ParentCache(self.call)
         self._index_known = not settings.index_qido
-        parts = urllib.parse.urlsplit(settings.upstream.url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ServerError(f"the viewer forwards to an http:// PACS, not {settings.upstream.url}")
-        self._upstream = (parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+        self._upstreams = [_Upstream.parse(url)
+                           for url in (settings.upstream.url, *settings.more_upstreams)]
+        self._turn = 0
         self.upstream_headers: dict[str, str] = {}
         if settings.upstream.username is not None:
             token = f"{settings.upstream.username}:{settings.upstream.password or ''}"
             self.upstream_headers["Authorization"] = (
                 "Basic " + base64.b64encode(token.encode()).decode("ascii"))
-        self._pool: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         try:
             super().__init__((settings.host, settings.port), _Handler)
@@ -296,21 +319,44 @@ class Gateway(ThreadingHTTPServer):
 
     def request(self, method: str, target: str, body: bytes,
                 headers: dict[str, str], retry: bool = False) -> _Answer:
-        """Send one request upstream on a pooled keep-alive connection; a GET (or a request
-        marked ``retry``, e.g. a search) that fails on a kept-alive connection (closed by
-        the PACS meanwhile) is sent again on a new one."""
-        host, port, prefix = self._upstream
+        """Send one request to a node of the PACS, in turn (round robin), on a pooled
+        keep-alive connection. A node that refuses the connection is skipped (nothing was
+        sent: safe for any method); a GET (or a request marked ``retry``, e.g. a search)
+        that fails on a kept-alive connection (closed by the PACS meanwhile) is sent again
+        on a new one."""
+        with self._lock:
+            start = self._turn
+            self._turn = (self._turn + 1) % len(self._upstreams)
+        order = self._upstreams[start:] + self._upstreams[:start]
+        for upstream in order[:-1]:
+            try:
+                return self._request_one(upstream, method, target, body, headers, retry)
+            except _Unreachable as exc:
+                log.warning("PACS node %s:%s unreachable (%s): trying the next one",
+                            upstream.host, upstream.port, exc.__cause__)
+        try:
+            return self._request_one(order[-1], method, target, body, headers, retry)
+        except _Unreachable as exc:
+            raise exc.__cause__ or exc from None
+
+    def _request_one(self, upstream: _Upstream, method: str, target: str, body: bytes,
+                     headers: dict[str, str], retry: bool) -> _Answer:
         idempotent = retry or method in ("GET", "HEAD")  # others: new connection, never twice
         with self._lock:
-            conn = self._pool.pop() if self._pool and idempotent else None
+            conn = upstream.pool.pop() if upstream.pool and idempotent else None
         if conn is not None:  # a kept-alive connection the PACS may have closed meanwhile
             try:
-                return self._send(conn, method, prefix + target, body, headers)
+                return self._send(upstream, conn, method, target, body, headers)
             except (OSError, http.client.HTTPException):
                 conn.close()
-        conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
+        conn = http.client.HTTPConnection(upstream.host, upstream.port, timeout=UPSTREAM_TIMEOUT)
         try:
-            return self._send(conn, method, prefix + target, body, headers)
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise _Unreachable() from exc
+        try:
+            return self._send(upstream, conn, method, target, body, headers)
         except (OSError, http.client.HTTPException):
             conn.close()
             raise
@@ -350,14 +396,14 @@ class Gateway(ThreadingHTTPServer):
                                        text[:300].decode(errors="replace"))
         return json.loads(text)
 
-    def _send(self, conn: http.client.HTTPConnection, method: str, target: str, body: bytes,
-              headers: dict[str, str]) -> _Answer:
-        conn.putrequest(method, target, skip_host="Host" in headers, skip_accept_encoding=True)
+    def _send(self, upstream: _Upstream, conn: http.client.HTTPConnection, method: str,
+              target: str, body: bytes, headers: dict[str, str]) -> _Answer:
+        conn.putrequest(method, upstream.prefix + target, skip_host="Host" in headers, skip_accept_encoding=True)
         for key, value in headers.items():
             conn.putheader(key, value)
         conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body)
-        return _Answer(_Pooled(self._pool, self._lock, conn), conn.getresponse())
+        return _Answer(_Pooled(upstream.pool, self._lock, conn), conn.getresponse())
 
 
 def start_gateway(settings: GatewaySettings) -> tuple[Gateway, threading.Thread]:
@@ -366,3 +412,121 @@ def start_gateway(settings: GatewaySettings) -> tuple[Gateway, threading.Thread]
     thread = threading.Thread(target=gateway.serve_forever, name="vindr-viewer", daemon=True)
     thread.start()
     return gateway, thread
+
+
+# --- running it beside the PACS (serve) ---------------------------------------------------------
+
+READY_TIMEOUT = 15.0
+
+
+def start_detached(settings: GatewaySettings, pid_file: Path, log_file: Path) -> int:
+    """Start a DICOMweb-only gateway as a detached process (``serve --background``); its pid
+    once it accepts connections. The credentials reach it through its environment, never
+    its command line."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from converter.fileio import PRIVATE_FILE, atomic_write
+
+    stop_detached(pid_file)
+    env = dict(os.environ, VINDR_GATEWAY_USER=settings.upstream.username or "",
+               VINDR_GATEWAY_PASSWORD=settings.upstream.password or "")
+    args = [sys.executable, "-m", "server.gateway", settings.host, str(settings.port),
+            settings.upstream.url, *settings.more_upstreams]
+    with open(log_file, "ab") as sink:
+        child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                                 stderr=sink, start_new_session=True)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if child.poll() is not None:
+            raise ServerError(f"the gateway exited at once (code {child.returncode}); see "
+                              f"{log_file}")
+        try:
+            with socket.create_connection((settings.host, settings.port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                child.kill()
+                raise ServerError(f"the gateway did not answer within {READY_TIMEOUT:.0f} s; "
+                                  f"see {log_file}") from None
+            time.sleep(0.05)
+    atomic_write(pid_file, f"{child.pid}\n", mode=PRIVATE_FILE, fsync=False)
+    return child.pid
+
+
+def stop_detached(pid_file: Path) -> bool:
+    """Stop a gateway started by :func:`start_detached`; False when none was running."""
+    import os
+    import signal
+    import time
+
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    Path(pid_file).unlink(missing_ok=True)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if b"server.gateway" not in cmdline:  # the pid was reused by another program
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+            break
+        time.sleep(0.05)
+    return True
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def serve_forever(settings: GatewaySettings) -> int:
+    """Run the gateway until SIGTERM or Ctrl-C; 0 then."""
+    import signal
+
+    gateway = Gateway(settings)
+
+    def _stop(signum: int, frame: object) -> None:
+        threading.Thread(target=gateway.shutdown, daemon=True).start()
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        gateway.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        gateway.server_close()
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m server.gateway HOST PORT PACS_URL [MORE_NODE_URLS...]`` (credentials in
+    the environment)."""
+    import os
+
+    host, port, url, *more = argv
+    connection = Connection(url, os.environ.get("VINDR_GATEWAY_USER") or None,
+                            os.environ.get("VINDR_GATEWAY_PASSWORD") or None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return serve_forever(GatewaySettings(None, connection, host, int(port),
+                                         more_upstreams=tuple(more)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

@@ -8,6 +8,8 @@ Never the system service nor ``/etc/orthanc``: each data folder gets its own
     DATA/tmp/           Orthanc's TemporaryDirectory
     DATA/logs/          Orthanc's --logdir, plus console.log (stdout/stderr)
     DATA/orthanc.pid    pid of the running server
+    DATA/nodes/N/       the same (config, tmp, logs, pid) for node N >= 2 of a cluster, whose
+                        nodes share DATA/storage and the PostgreSQL index in DATA/postgresql
 
 Everything in it is private: folders mode 700, files 600. Orthanc runs with umask 077, so
 the DICOM files and the SQLite index it writes are 600 in 700 folders too.
@@ -35,9 +37,10 @@ from converter.fileio import PRIVATE_DIR, PRIVATE_FILE, atomic_write, private_di
 from . import runtime as runtimes
 from .client import Connection, OrthancClient, OrthancError, SystemInfo
 from .errors import ServerError
-from .runtime import DICOMWEB_PLUGIN, Runtime
+from .runtime import DICOMWEB_PLUGIN, POSTGRESQL_PLUGIN, Runtime
 from .settings import ServerSettings, orthanc_config
 
+POSTGRESQL_HINT = "apt-get install -y --no-install-recommends orthanc-postgresql"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 ORTHANC_UMASK = 0o077  # what Orthanc creates (DICOM files, index, logs) is its user's only
@@ -45,14 +48,20 @@ ORTHANC_UMASK = 0o077  # what Orthanc creates (DICOM files, index, logs) is its 
 
 @dataclass(frozen=True)
 class Layout:
-    """The files of a native server inside its data folder."""
+    """The files of a native server (node ``node``, from 0) inside its data folder."""
 
     root: Path
+    node: int = 0
+
+    @property
+    def home(self) -> Path:
+        """The node's own folder: the data folder for node 0, ``nodes/N`` for the others."""
+        return self.root if self.node == 0 else self.root / "nodes" / str(self.node + 1)
 
     @property
     def config(self) -> Path:
         """Orthanc's configuration file."""
-        return self.root / "orthanc.json"
+        return self.home / "orthanc.json"
 
     @property
     def storage(self) -> Path:
@@ -62,12 +71,12 @@ class Layout:
     @property
     def tmp(self) -> Path:
         """Orthanc's TemporaryDirectory."""
-        return self.root / "tmp"
+        return self.home / "tmp"
 
     @property
     def logs(self) -> Path:
         """Orthanc's --logdir."""
-        return self.root / "logs"
+        return self.home / "logs"
 
     @property
     def console(self) -> Path:
@@ -77,14 +86,19 @@ class Layout:
     @property
     def pid_file(self) -> Path:
         """Pid of the running server."""
-        return self.root / "orthanc.pid"
+        return self.home / "orthanc.pid"
 
 
 def native_config(
-    settings: ServerSettings, version: str, plugins: Sequence[Path]
+    settings: ServerSettings,
+    version: str,
+    plugins: Sequence[Path],
+    node: int = 0,
+    index: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`orthanc_config` plus this engine's layout and plugins (listed one by one)."""
-    layout = Layout(settings.data_dir)
+    """:func:`orthanc_config` plus this engine's layout and plugins (listed one by one);
+    with ``index`` (the PostgreSQL plugin's section), a node of a cluster."""
+    layout = Layout(settings.data_dir, node)
     config = orthanc_config(settings, version)
     config.update(
         {
@@ -94,15 +108,20 @@ def native_config(
             "Plugins": [str(p) for p in plugins],
         }
     )
+    if index is not None:
+        config["PostgreSQL"] = index
+        # Each node of a shared index needs its own identity (Orthanc's jobs, changes).
+        config["DatabaseServerIdentifier"] = f"{settings.name}-node-{node + 1}"
     return config
 
 
-def write_config(settings: ServerSettings, version: str, plugins: Sequence[Path]) -> Path:
-    """Create the data folder layout (private) and write ``orthanc.json`` (mode 600)."""
-    layout = Layout(settings.data_dir)
-    for folder in (layout.root, layout.storage, layout.tmp, layout.logs):
+def write_config(settings: ServerSettings, version: str, plugins: Sequence[Path],
+                 node: int = 0, index: dict[str, Any] | None = None) -> Path:
+    """Create the node's layout (private) and write its ``orthanc.json`` (mode 600)."""
+    layout = Layout(settings.data_dir, node)
+    for folder in (layout.root, layout.home, layout.storage, layout.tmp, layout.logs):
         make_private(folder)
-    text = json.dumps(native_config(settings, version, plugins), indent=2)
+    text = json.dumps(native_config(settings, version, plugins, node, index), indent=2)
     return atomic_write(layout.config, text, mode=PRIVATE_FILE)
 
 
@@ -148,9 +167,10 @@ def _is_orthanc(pid: int, config: Path) -> bool:
     return state != "Z" and str(config).encode() in cmdline
 
 
-def running_pid(data_dir: Path) -> int | None:
-    """Pid of the Orthanc running on ``data_dir``; None when none (stale pid files ignored)."""
-    layout = Layout(Path(data_dir).expanduser().resolve())
+def running_pid(data_dir: Path, node: int = 0) -> int | None:
+    """Pid of the Orthanc (node ``node``) running on ``data_dir``; None when none (stale pid
+    files ignored)."""
+    layout = Layout(Path(data_dir).expanduser().resolve(), node)
     try:
         pid = int(layout.pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -211,11 +231,13 @@ class NativeServer:
         process: subprocess.Popen[bytes],
         system: SystemInfo,
         runtime: Runtime,
+        node: int = 0,
     ):
         self.settings = settings
         self.process = process
         self.system = system
         self.runtime = runtime
+        self.node = node
 
     @property
     def pid(self) -> int:
@@ -235,7 +257,7 @@ class NativeServer:
     def wait(self) -> int:
         """Wait until Orthanc exits by itself; its exit code."""
         code = self.process.wait()
-        Layout(self.settings.data_dir).pid_file.unlink(missing_ok=True)
+        Layout(self.settings.data_dir, self.node).pid_file.unlink(missing_ok=True)
         return code
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
@@ -247,7 +269,7 @@ class NativeServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        Layout(self.settings.data_dir).pid_file.unlink(missing_ok=True)
+        Layout(self.settings.data_dir, self.node).pid_file.unlink(missing_ok=True)
         return int(self.process.returncode)
 
 
@@ -256,11 +278,15 @@ def start(
     *,
     runtime: Runtime | None = None,
     timeout: float = READY_TIMEOUT,
+    node: int = 0,
+    index: dict[str, Any] | None = None,
 ) -> NativeServer:
     """Start Orthanc on ``settings`` and wait until it answers ``GET /system``.
 
     ``runtime`` is the Orthanc build to run; by default the one ``settings.orthanc`` selects
-    (:func:`server.runtime.select`).
+    (:func:`server.runtime.select`). ``settings`` are those of the node (its ports,
+    :meth:`ServerSettings.node`); ``node`` is its number and ``index`` the PostgreSQL
+    plugin's section (:func:`server.postgres.orthanc_section`), for a node of a cluster.
 
     The process runs in its own session (Ctrl-C in the terminal does not reach it; stop it
     with :meth:`NativeServer.stop` or :func:`stop`) and outlives the caller unless stopped.
@@ -276,8 +302,10 @@ def start(
         runtime = runtimes.select(settings.orthanc)
     version = runtime.version
     plugins = [runtime.plugin(DICOMWEB_PLUGIN)]
-    layout = Layout(settings.data_dir)
-    pid = running_pid(settings.data_dir)
+    if index is not None:
+        plugins.append(runtime.plugin(POSTGRESQL_PLUGIN, POSTGRESQL_HINT))
+    layout = Layout(settings.data_dir, node)
+    pid = running_pid(settings.data_dir, node)
     if pid is not None:
         raise ServerError(
             f"an Orthanc already runs on {settings.data_dir} (pid {pid}): stop it first"
@@ -285,7 +313,7 @@ def start(
     for port, what in ((settings.http_port, "HTTP"), (settings.dicom_port, "DICOM")):
         if port_in_use(port):
             raise ServerError(f"{what} port {port} is already in use: choose another one")
-    config = write_config(settings, version, plugins)
+    config = write_config(settings, version, plugins, node, index)
     console = os.open(layout.console, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
     try:
         process = subprocess.Popen(
@@ -301,14 +329,14 @@ def start(
         os.close(console)
     atomic_write(layout.pid_file, f"{process.pid}\n", mode=PRIVATE_FILE, fsync=False)
     try:
-        system = _wait_ready(settings, process, timeout)
+        system = _wait_ready(settings, process, timeout, layout)
     except BaseException:
         if process.poll() is None:
             process.kill()
             process.wait()
         layout.pid_file.unlink(missing_ok=True)
         raise
-    return NativeServer(settings, process, system, runtime)
+    return NativeServer(settings, process, system, runtime, node)
 
 
 def orthanc_environment(runtime: Runtime | None = None) -> dict[str, str]:
@@ -324,9 +352,9 @@ def orthanc_environment(runtime: Runtime | None = None) -> dict[str, str]:
 
 
 def _wait_ready(
-    settings: ServerSettings, process: subprocess.Popen[bytes], timeout: float
+    settings: ServerSettings, process: subprocess.Popen[bytes], timeout: float,
+    layout: Layout,
 ) -> SystemInfo:
-    layout = Layout(settings.data_dir)
     creds = settings.credentials
     client = OrthancClient.connect(Connection(settings.url, creds.username, creds.password), 2.0)
     deadline = time.monotonic() + timeout
@@ -397,16 +425,29 @@ def serve(
             server.stop()
 
 
+def nodes_of(data_dir: Path) -> list[int]:
+    """The node numbers (from 0) that have a folder in ``data_dir``."""
+    root = Path(data_dir).expanduser().resolve()
+    extra = sorted(int(p.name) - 1 for p in (root / "nodes").glob("*") if p.name.isdigit())
+    return [0, *extra]
+
+
 def stop(data_dir: Path, timeout: float = STOP_TIMEOUT) -> bool:
-    """Stop the Orthanc running on ``data_dir`` (SIGTERM, then SIGKILL after ``timeout``).
+    """Stop every Orthanc node running on ``data_dir`` (SIGTERM, then SIGKILL after
+    ``timeout``).
 
     Returns
     -------
     bool
         False when none was running.
     """
-    layout = Layout(Path(data_dir).expanduser().resolve())
-    pid = running_pid(layout.root)
+    stopped = [_stop_node(data_dir, node, timeout) for node in nodes_of(data_dir)]
+    return any(stopped)
+
+
+def _stop_node(data_dir: Path, node: int, timeout: float) -> bool:
+    layout = Layout(Path(data_dir).expanduser().resolve(), node)
+    pid = running_pid(layout.root, node)
     if pid is None:
         layout.pid_file.unlink(missing_ok=True)
         return False

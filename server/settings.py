@@ -27,9 +27,13 @@ Engine = Literal["native", "docker"]
 ENGINES: tuple[str, ...] = ("native", "docker")
 # Which Orthanc build the native engine runs (server.runtime.select).
 ORTHANC_CHOICES: tuple[str, ...] = ("auto", "system", "debian13")
+# Orthanc's index: its own SQLite file, or a private PostgreSQL server (server.postgres),
+# needed for several nodes.
+INDEXES: tuple[str, ...] = ("sqlite", "postgresql")
 
 DEFAULT_HTTP_PORT = 8042
 DEFAULT_DICOM_PORT = 4242
+DEFAULT_WEB_PORT = 8050  # the gateway: DICOMweb with searches from the index
 DEFAULT_AET = "VINDR"
 DEFAULT_LOADER_AET = "VINDR-LOADER"
 DEFAULT_USERNAME = "vindr"
@@ -245,6 +249,16 @@ class ServerSettings:
     orthanc
         Which Orthanc build the native engine runs: ``auto`` (the system's when >= 1.11,
         else Debian 13's from its root), ``system`` or ``debian13`` (:mod:`server.runtime`).
+    index
+        ``sqlite`` (Orthanc's own file) or ``postgresql`` (a private PostgreSQL server in
+        the data folder, :mod:`server.postgres`).
+    nodes
+        Orthanc processes sharing the index and the storage (more than one needs
+        ``postgresql``); node ``i`` (from 0) listens on ``http_port + i`` and
+        ``dicom_port + i``.
+    web_port
+        The gateway's port (loopback): DICOMweb with searches answered from the index
+        (:mod:`server.gateway`); 0 for none.
     """
 
     data_dir: Path
@@ -260,6 +274,9 @@ class ServerSettings:
     name: str = "vindr-dicom"
     listen: str = LOOPBACK
     orthanc: str = "auto"
+    index: str = "sqlite"
+    nodes: int = 1
+    web_port: int = DEFAULT_WEB_PORT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -273,6 +290,19 @@ class ServerSettings:
             check_aet(self.loader_aet, "loader AE title")
         if self.engine not in ENGINES:
             raise SettingsError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.index not in INDEXES:
+            raise SettingsError(f"index {self.index!r}: choose one of {', '.join(INDEXES)}")
+        if self.nodes < 1 or (self.nodes > 1 and self.index != "postgresql"):
+            raise SettingsError(f"{self.nodes} nodes: give 1, or more with --index postgresql "
+                                "(nodes share one PostgreSQL index)")
+        ports = [p for i in range(self.nodes) for p in self.node_ports(i)]
+        if self.web_port:
+            check_port(self.web_port, "gateway port")
+            ports.append(self.web_port)
+        if len(set(ports)) != len(ports) or max(ports) > 65535:
+            raise SettingsError(f"ports clash: HTTP {self.http_port}.., DICOM "
+                                f"{self.dicom_port}.. (one each per node), gateway "
+                                f"{self.web_port}: choose ports further apart")
         if self.orthanc not in ORTHANC_CHOICES:
             raise SettingsError(f"Orthanc build {self.orthanc!r}: choose one of "
                                 f"{', '.join(ORTHANC_CHOICES)}")
@@ -297,6 +327,25 @@ class ServerSettings:
                     f"modality {modality} is not on this machine, but DICOM is kept to "
                     f"loopback: add --listen {ANY_ADDRESS} (or this machine's address) to "
                     "expose the DICOM port on purpose")
+
+    def node_ports(self, node: int) -> tuple[int, int]:
+        """(HTTP port, DICOM port) of node ``node`` (from 0)."""
+        return self.http_port + node, self.dicom_port + node
+
+    def node(self, node: int) -> ServerSettings:
+        """These settings as node ``node`` (from 0) sees them: its own ports."""
+        http, dicom = self.node_ports(node)
+        return replace(self, http_port=http, dicom_port=dicom, nodes=1, web_port=0)
+
+    @property
+    def node_urls(self) -> tuple[str, ...]:
+        """The REST base URL of every node."""
+        return tuple(f"http://127.0.0.1:{self.node_ports(i)[0]}" for i in range(self.nodes))
+
+    @property
+    def web_url(self) -> str | None:
+        """The gateway's base URL (None without one)."""
+        return f"http://127.0.0.1:{self.web_port}" if self.web_port else None
 
     @property
     def url(self) -> str:

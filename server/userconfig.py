@@ -13,7 +13,9 @@ The file is ``$VINDR_DICOM_CONFIG`` when set, else
       "aet": "VINDR",
       "dicom_port": 4242,
       "engine": "native",
-      "data_dir": "/home/me/.local/share/vindr-dicom/orthanc"
+      "data_dir": "/home/me/.local/share/vindr-dicom/orthanc",
+      "nodes": ["http://127.0.0.1:8042"],
+      "web_url": "http://127.0.0.1:8050"
     }
 """
 
@@ -64,6 +66,8 @@ class UserConfig:
     dicom_port: int | None = None
     engine: str | None = None
     data_dir: str | None = None
+    nodes: list[str] | None = None
+    web_url: str | None = None
 
     @property
     def credentials(self) -> Credentials:
@@ -116,7 +120,8 @@ def ensure_credentials(path: Path | None = None) -> Credentials:
 
 
 def remember_server(path: Path | None = None, **where: object) -> UserConfig:
-    """Record where the PACS now runs (url, aet, dicom_port, engine, data_dir)."""
+    """Record where the PACS now runs (url, aet, dicom_port, engine, data_dir, nodes,
+    web_url)."""
     config = load_user_config(path)
     if config is None:
         raise ServerError("no credentials stored yet: call ensure_credentials() first")

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.table import Table
 
-from server.settings import DEFAULT_AET, DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, LOOPBACK
+from server.settings import (
+    DEFAULT_AET,
+    DEFAULT_DICOM_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_WEB_PORT,
+    LOOPBACK,
+)
 
 from .console import err, fail, list_problems, progress_bar, reported_errors
 from .console import out
@@ -54,6 +60,13 @@ class OrthancChoice(str, enum.Enum):
     debian13 = "debian13"
 
 
+class IndexChoice(str, enum.Enum):
+    """Orthanc's index."""
+
+    sqlite = "sqlite"
+    postgresql = "postgresql"
+
+
 class MethodChoice(str, enum.Enum):
     """How ``load`` sends objects."""
 
@@ -63,13 +76,21 @@ class MethodChoice(str, enum.Enum):
 
 
 def _print_ready(info: ServerInfo) -> None:
-    out.print(
-        f"[bold green]PACS ready[/] ({info.engine}, Orthanc {info.version}, data {info.data_dir})"
-    )
-    out.print(f"  REST        {info.url}/")
+    nodes = len(info.node_urls)
+    shape = f"{info.index} index" + (f", {nodes} nodes" if nodes > 1 else "")
+    out.print(f"[bold green]PACS ready[/] ({info.engine}, Orthanc {info.version}, {shape}, "
+              f"data {info.data_dir})")
+    out.print(f"  REST        {info.url}/" + ("  (node 1; node N on the next ports)"
+                                              if nodes > 1 else ""))
     out.print(f"  Explorer    {info.url}/app/explorer.html")
-    out.print(f"  DICOMweb    {info.dicomweb_url}/")
-    out.print(f"  DICOM       AET {info.aet}, port {info.dicom_port}")
+    if info.web_url:
+        out.print(f"  DICOMweb    {info.web_url}/dicom-web/  (searches from the index; "
+                  "this machine only, no credentials)")
+        out.print(f"  DICOMweb    {info.dicomweb_url}/  (Orthanc's plugin, with credentials)")
+    else:
+        out.print(f"  DICOMweb    {info.dicomweb_url}/")
+    out.print(f"  DICOM       AET {info.aet}, port {info.dicom_port}"
+              + (f"..{info.dicom_port + nodes - 1}" if nodes > 1 else ""))
     out.print(f"  Credentials user {info.username!r}, password in {info.credentials_file}")
     for note in info.notes:
         out.print(f"  Note: {note}", highlight=False)
@@ -102,6 +123,20 @@ def serve(
         help="Native Orthanc build: auto (the system's if >= 1.11, else Debian 13's from "
         "`install-orthanc`), system, or debian13.",
     ),
+    index: IndexChoice = typer.Option(
+        IndexChoice.sqlite, "--index",
+        help="Orthanc's index: sqlite, or postgresql (a private PostgreSQL server in the "
+        "data folder; for more than ~50,000 instances or several nodes).",
+    ),
+    nodes: int = typer.Option(
+        1, "--nodes", min=1, help="Orthanc nodes sharing the index and storage "
+        "(needs --index postgresql); node N on the HTTP and DICOM ports + N-1.",
+    ),
+    web_port: int = typer.Option(
+        DEFAULT_WEB_PORT, "--web-port",
+        help="The gateway's port: DICOMweb with searches answered from the index, spread "
+        "over the nodes (0: none).",
+    ),
 ) -> None:
     """Run the Orthanc PACS (foreground until Ctrl-C, or --background)."""
     with reported_errors():
@@ -118,6 +153,9 @@ def serve(
             engine=engine_choice.value,
             listen=listen,
             orthanc=orthanc.value,
+            index=index.value,
+            nodes=nodes,
+            web_port=web_port,
             notes=notes,
         )
         for note in notes:
