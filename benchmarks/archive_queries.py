@@ -1,20 +1,26 @@
 """The archive at size: the queries viewers and researchers send, timed against the index.
 
 Usage: python benchmarks/archive_queries.py [--studies 1000] [--repeat 5] [--workdir DIR]
+           [--index sqlite|postgresql] [--nodes N] [--quick]
 
 Synthesizes a release (scale 32: small pixels, the full object count: 4 MG + 1 SR + ~1 SEG
-per exam), converts it, loads it into a fresh native Orthanc with the project's own
-configuration, then runs each query of issue 7's table ``--repeat`` times: C-FIND through
-pynetdicom and dcmtk's findscu, QIDO-RS over plain HTTP. Each figure is printed with its p50
-and p95 and, as the baseline measured in the same run, Orthanc's own index answering the same
-question (REST ``POST /tools/find``): the ratio says how far the protocol path is from what
-the index can do. Also printed: the load against a raw parallel ``POST /instances`` of the
-same files into a second fresh server. Prints; asserts nothing.
+per exam), converts it, starts the PACS as ``serve`` does (server.cluster: the default
+Orthanc build, the chosen index and nodes, the gateway) and loads it with ``load``, then
+runs each query of issue 7's table ``--repeat`` times: C-FIND through pynetdicom and dcmtk's
+findscu, QIDO-RS through dicomweb-client against the gateway (what ``serve`` prints as its
+DICOMweb URL) and, for comparison, against Orthanc's own DICOMweb plugin. Each figure is
+printed with its p50 and p95 and, as the baseline measured in the same run, Orthanc's own
+index answering the same question (REST ``POST /tools/find``): the ratio says how far the
+protocol path is from what the index can do. Also printed: the load against a raw parallel
+``POST /instances`` of the same files into a fresh PACS of the same configuration.
+``--quick``: 1,000 exams, 3 repeats (about 5 minutes on 2 cores). Prints; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import logging
 import os
 import platform
 import statistics
@@ -36,7 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from converter.manifest import read_manifest  # noqa: E402
 from converter.pipeline import convert_release  # noqa: E402
 from converter.synth import generate_release  # noqa: E402
-from server import native  # noqa: E402
+from dicomweb_client.api import DICOMwebClient  # noqa: E402
+from dicomweb_client.session_utils import create_session_from_auth  # noqa: E402
+from requests.auth import HTTPBasicAuth  # noqa: E402
+
+from server import cluster, native  # noqa: E402
 from server.client import OrthancClient  # noqa: E402
 from server.load import load  # noqa: E402
 from server.settings import Credentials, Modality, ServerSettings  # noqa: E402
@@ -44,9 +54,19 @@ from server.settings import Credentials, Modality, ServerSettings  # noqa: E402
 BENCH_AET = "BENCH"
 
 
-def _settings(data: Path) -> ServerSettings:
+def _ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    while True:
+        first = native.free_port()
+        if first + count < 65535 and not any(native.port_in_use(first + i)
+                                             for i in range(1, count)):
+            return first
+
+
+def _settings(data: Path, index: str = "sqlite", nodes: int = 1) -> ServerSettings:
     return ServerSettings(data_dir=data, credentials=Credentials("bench", "bench-password-1"),
-                          http_port=native.free_port(), dicom_port=native.free_port(),
+                          http_port=_ports(nodes), dicom_port=_ports(nodes),
+                          web_port=native.free_port(), index=index, nodes=nodes,
                           modalities=(Modality(BENCH_AET, "127.0.0.1", native.free_port()),))
 
 
@@ -86,16 +106,36 @@ def _findscu(port: int, aet: str, level: str, keys: dict[str, str]) -> Callable[
         args += ["-k", f"{key}={value}" if value else key]
 
     def run() -> int:
-        out = subprocess.run(args + ["-v"], capture_output=True, text=True, check=False)
+        out = subprocess.run(args + ["-v"], capture_output=True, text=True, check=False,
+                             env=DCMTK_ENV)
         return (out.stdout + out.stderr).count("Find Response:") - 1
     return run
 
 
-def _qido(session: requests.Session, url: str) -> Callable[[], int]:
+def _qido(client: DICOMwebClient, level: str, **search: object) -> Callable[[], int]:
+    method = {"studies": client.search_for_studies, "series": client.search_for_series,
+              "instances": client.search_for_instances}[level]
+    return lambda: len(method(**search))
+
+
+# dcmtk clients run with TCP_NODELAY=1 too (Debian's DCMTK keeps Nagle on without it).
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _echo(port: int, aet: str) -> Callable[[], int]:
+    args = ["/usr/bin/echoscu", "-aet", BENCH_AET, "-aec", aet, "127.0.0.1", str(port)]
+    return lambda: int(subprocess.run(args, capture_output=True, check=False,
+                                      env=DCMTK_ENV).returncode == 0)
+
+
+def _pyecho(port: int, aet: str) -> Callable[[], int]:
     def run() -> int:
-        answer = session.get(url, timeout=3600)
-        answer.raise_for_status()
-        return len(answer.json())
+        ae = AE(ae_title=BENCH_AET)
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+        ok = assoc.send_c_echo().Status == 0
+        assoc.release()
+        return int(ok)
     return run
 
 
@@ -107,53 +147,75 @@ def _find(client: OrthancClient, level: str, query: dict[str, str],
 def _queries(server: native.NativeServer, settings: ServerSettings, study_uid: str,
              patient_id: str) -> list[tuple[str, Callable[[], int], Callable[[], int]]]:
     """(name, query, baseline) of each row of the table."""
-    web = settings.url + "/dicom-web"
-    session = server.connection.session()
+    auth = HTTPBasicAuth(settings.credentials.username, settings.credentials.password)
+    gateway = DICOMwebClient(f"{settings.web_url}/dicom-web")
+    plugin = DICOMwebClient(settings.dicomweb_url, session=create_session_from_auth(auth))
     client = OrthancClient.connect(server.connection)
     port, aet = settings.dicom_port, settings.aet
-    return [
+    test_split = {"StudyDescription": "VinDr-Mammo-test"}
+    left_cc = {"ImageLaterality": "L", "ViewPosition": "CC"}
+    rows = [
+        ("C-ECHO (pynetdicom; baseline: dcmtk echoscu)", _pyecho(port, aet), _echo(port, aet)),
         ("C-FIND STUDY by PatientID (pynetdicom)",
          _cfind(port, aet, "STUDY", {"PatientID": patient_id, "StudyInstanceUID": ""}),
          _find(client, "Study", {"PatientID": patient_id})),
-        ("QIDO /studies?PatientID=", _qido(session, f"{web}/studies?PatientID={patient_id}"),
+        ("QIDO /studies?PatientID=",
+         _qido(gateway, "studies", search_filters={"PatientID": patient_id}),
          _find(client, "Study", {"PatientID": patient_id})),
         ("QIDO /studies?StudyInstanceUID=",
-         _qido(session, f"{web}/studies?StudyInstanceUID={study_uid}"),
+         _qido(gateway, "studies", search_filters={"StudyInstanceUID": study_uid}),
          _find(client, "Study", {"StudyInstanceUID": study_uid})),
         ("QIDO /studies?limit=101 (OHIF's first page)",
-         _qido(session, f"{web}/studies?limit=101&offset=0&includefield=00081030"
-                        "&includefield=00080060"),
+         _qido(gateway, "studies", limit=101, offset=0, fields=["00081030", "00080060"]),
          _find(client, "Study", {}, limit=101)),
         ("QIDO studies of the test split",
-         _qido(session, f"{web}/studies?StudyDescription=VinDr-Mammo-test"),
-         _find(client, "Study", {"StudyDescription": "VinDr-Mammo-test"})),
+         _qido(gateway, "studies", search_filters=test_split),
+         _find(client, "Study", test_split)),
         ("C-FIND studies of the test split (pynetdicom)",
-         _cfind(port, aet, "STUDY", {"StudyDescription": "VinDr-Mammo-test",
-                                     "StudyInstanceUID": ""}),
-         _find(client, "Study", {"StudyDescription": "VinDr-Mammo-test"})),
+         _cfind(port, aet, "STUDY", {**test_split, "StudyInstanceUID": ""}),
+         _find(client, "Study", test_split)),
+        ("C-FIND IMAGE all L CC (pynetdicom)",
+         _cfind(port, aet, "IMAGE", {**left_cc, "SOPInstanceUID": ""}),
+         _find(client, "Instance", left_cc)),
         ("C-FIND IMAGE all L CC (findscu)",
-         _findscu(port, aet, "IMAGE", {"ImageLaterality": "L", "ViewPosition": "CC",
-                                        "SOPInstanceUID": ""}),
-         _find(client, "Instance", {"ImageLaterality": "L", "ViewPosition": "CC"})),
+         _findscu(port, aet, "IMAGE", {**left_cc, "SOPInstanceUID": ""}),
+         _find(client, "Instance", left_cc)),
         ("QIDO /instances?ImageLaterality=L&ViewPosition=CC",
-         _qido(session, f"{web}/instances?ImageLaterality=L&ViewPosition=CC"),
-         _find(client, "Instance", {"ImageLaterality": "L", "ViewPosition": "CC"})),
-        ("QIDO /series?Modality=SR", _qido(session, f"{web}/series?Modality=SR"),
+         _qido(gateway, "instances", search_filters=left_cc),
+         _find(client, "Instance", left_cc)),
+        ("QIDO /series?Modality=SR",
+         _qido(gateway, "series", search_filters={"Modality": "SR"}),
          _find(client, "Series", {"Modality": "SR"})),
     ]
+    plugin_rows = [
+        ("  same, Orthanc's plugin: test split",
+         _qido(plugin, "studies", search_filters=test_split),
+         _find(client, "Study", test_split)),
+        ("  same, Orthanc's plugin: all L CC",
+         _qido(plugin, "instances", search_filters=left_cc),
+         _find(client, "Instance", left_cc)),
+        ("  same, Orthanc's plugin: SR series",
+         _qido(plugin, "series", search_filters={"Modality": "SR"}),
+         _find(client, "Series", {"Modality": "SR"})),
+    ]
+    return rows + plugin_rows
 
 
-def _raw_post(files: list[Path], url: str, auth: tuple[str, str], workers: int) -> float:
-    """Seconds for a raw parallel POST /instances of ``files`` (keep-alive per thread)."""
+def _raw_post(files: list[Path], urls: list[str], auth: tuple[str, str], workers: int) -> float:
+    """Seconds for a raw parallel POST /instances of ``files`` (keep-alive per thread,
+    threads spread over the nodes at ``urls``)."""
     import threading
 
     local = threading.local()
+    lock, turn = threading.Lock(), itertools.count()
 
     def post(path: Path) -> None:
         if not hasattr(local, "session"):
             local.session = requests.Session()
             local.session.auth = auth
-        local.session.post(url + "/instances", data=path.read_bytes(),
+            with lock:
+                local.url = urls[next(turn) % len(urls)]
+        local.session.post(local.url + "/instances", data=path.read_bytes(),
                            headers={"Content-Type": "application/dicom"}).raise_for_status()
 
     start = time.perf_counter()
@@ -168,7 +230,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--index", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--quick", action="store_true",
+                        help="1,000 exams, 3 repeats (about 5 minutes on 2 cores)")
     args = parser.parse_args()
+    logging.getLogger("dicomweb_client").setLevel(logging.ERROR)  # our Warning headers
+    if args.quick:
+        args.studies, args.repeat = 1000, 3
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vindr-bench-"))
     release, out = work / "release", work / "out"
     if not (release / "finding_annotations.csv").is_file():
@@ -178,22 +247,25 @@ def main() -> None:
     print(f"convert: {converted.studies} exams, {sum(converted.objects.values())} objects, "
           f"{time.perf_counter() - start:.1f} s (resumed {converted.skipped_studies})")
     rows = read_manifest(out)
+    shape = dict(index=args.index, nodes=args.nodes)
 
-    raw_settings = _settings(work / f"orthanc-raw-{time.time_ns()}")
-    raw = native.start(raw_settings)
+    raw_settings = _settings(work / f"orthanc-raw-{time.time_ns()}", **shape)
+    raw = cluster.start(raw_settings, gateway=False)
     try:
-        raw_s = _raw_post([out / r.path for r in rows], raw_settings.url,
+        raw_s = _raw_post([out / r.path for r in rows], list(raw_settings.node_urls),
                           ("bench", "bench-password-1"), args.workers)
     finally:
         raw.stop()
-    settings = _settings(work / f"orthanc-{time.time_ns()}")
-    server = native.start(settings)
+    settings = _settings(work / f"orthanc-{time.time_ns()}", **shape)
+    started = cluster.start(settings)
+    server = started.first
     try:
         start = time.perf_counter()
         loaded = load(out, server.connection, workers=args.workers)
         load_s = time.perf_counter() - start
-        print(f"Orthanc {server.system.version}, SQLite index, {len(rows)} instances; "
-              f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        print(f"Orthanc {server.system.version} ({server.runtime.origin}), {args.index} index, "
+              f"{args.nodes} node(s), {len(rows)} instances; {platform.node()}, "
+              f"{os.cpu_count()} cores, Python {platform.python_version()}")
         print(f"load: {load_s:.1f} s, raw parallel POST {raw_s:.1f} s, "
               f"ratio {raw_s / load_s:.2f} x raw ({'ok' if loaded.ok else 'INCOMPLETE'})")
         mg = next(r for r in rows if r.kind == "MG")
@@ -201,12 +273,13 @@ def main() -> None:
               f"{'x index':>8}")
         for name, query, baseline in _queries(server, settings, mg.study_uid,
                                               f"VINDR-{mg.study_id}"):
+            query()  # warm-up: first connection, the gateway's caches
             p50, p95, answers = _timed(query, args.repeat)
             b50, _, _ = _timed(baseline, args.repeat)
             print(f"{name:52} {answers:>8} {p50:>8.3f} {p95:>8.3f} {b50:>12.3f} "
-                  f"{p50 / b50 if b50 else float('nan'):>8.1f}")
+                  f"{p50 / b50 if b50 else float('nan'):>8.1f}", flush=True)
     finally:
-        server.stop()
+        started.stop()
 
 
 if __name__ == "__main__":

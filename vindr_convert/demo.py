@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
@@ -27,8 +28,14 @@ from server import engine, native
 from server.client import Connection, dicomweb_client
 from server.errors import ServerError
 from server.load import LoadResult, load
-from server.settings import DEFAULT_DICOM_PORT, DEFAULT_HTTP_PORT, Modality, ServerSettings
-from server.userconfig import config_path
+from server.settings import (
+    DEFAULT_DICOM_PORT,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_WEB_PORT,
+    Modality,
+    ServerSettings,
+)
+from server.userconfig import config_path, load_user_config
 from server.verify import VerifyResult, verify
 
 DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
@@ -68,14 +75,19 @@ def start_pacs(data_dir: Path) -> ServerSettings:
     modalities = [str(Modality(DEMO_AET, "127.0.0.1", DEMO_AET_PORT))]
     if native.running_pid(data_dir) is not None:
         config = json.loads(native.Layout(data_dir).config.read_text())
+        stored = load_user_config()
+        web = stored.web_url if stored and stored.data_dir == str(data_dir) else None
         return engine.make_settings(data_dir, http_port=config["HttpPort"],
                                     dicom_port=config["DicomPort"], aet=config["DicomAet"],
-                                    modalities=modalities)
-    http, dicom = DEFAULT_HTTP_PORT, DEFAULT_DICOM_PORT
+                                    modalities=modalities,
+                                    web_port=int(web.rsplit(":", 1)[1]) if web else 0)
+    http, dicom, web_port = DEFAULT_HTTP_PORT, DEFAULT_DICOM_PORT, DEFAULT_WEB_PORT
     if native.port_in_use(http) or native.port_in_use(dicom):
         http, dicom = native.free_port(), native.free_port()
+    if native.port_in_use(web_port):
+        web_port = native.free_port()
     settings = engine.make_settings(data_dir, http_port=http, dicom_port=dicom,
-                                    modalities=modalities)
+                                    modalities=modalities, web_port=web_port)
     engine.serve(settings, background=True)
     return settings
 
@@ -83,13 +95,17 @@ def start_pacs(data_dir: Path) -> ServerSettings:
 def run_queries(settings: ServerSettings, connection: Connection) -> list[tuple[str, str, str]]:
     """A few real queries (C-FIND and QIDO-RS), with the command a user can paste."""
     queries = []
-    web = dicomweb_client(connection)
+    if settings.web_url:  # the gateway: searches from the index, no credentials
+        root, auth = f"{settings.web_url}/dicom-web", ""
+        web = DICOMwebClient(root)
+    else:
+        root, auth = settings.dicomweb_url, "-u vindr:$PASS "
+        web = dicomweb_client(connection)
     for split in ("training", "test"):
         found = web.search_for_studies(search_filters={"StudyDescription": f"VinDr-Mammo-{split}"})
         queries.append((
             f"QIDO-RS: {split} studies",
-            f"curl -u vindr:$PASS '{settings.dicomweb_url}/studies?"
-            f"StudyDescription=VinDr-Mammo-{split}'",
+            f"curl {auth}'{root}/studies?StudyDescription=VinDr-Mammo-{split}'",
             f"{len(found)} studies",
         ))
 
@@ -120,7 +136,7 @@ def run_queries(settings: ServerSettings, connection: Connection) -> list[tuple[
             study_uid, search_filters={"ImageLaterality": "L", "ViewPosition": "CC"})
         queries.append((
             "QIDO-RS: left CC images of one study",
-            f"curl -u vindr:$PASS '{settings.dicomweb_url}/studies/{study_uid}/instances?"
+            f"curl {auth}'{root}/studies/{study_uid}/instances?"
             "ImageLaterality=L&ViewPosition=CC'",
             f"{len(found)} instance(s)",
         ))

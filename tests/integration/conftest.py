@@ -9,6 +9,7 @@ are loaded once over REST.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import pacs_testdata
 from pacs_testdata import Output, make_output
 from pacs_tools import (
+    TOPOLOGY,
     DCMTK_AET,
     ELSEWHERE_AET,
     ELSEWHERE_HOST,
@@ -23,9 +25,10 @@ from pacs_tools import (
     Pacs,
     StorageSCP,
     free_port,
+    free_ports,
     pacs_settings,
 )
-from server import native, runtime
+from server import cluster, native, runtime
 from server.client import OrthancClient
 from server.load import load
 from server.settings import Modality
@@ -69,12 +72,21 @@ def pacs(
         Modality(ELSEWHERE_AET, ELSEWHERE_HOST, free_port()),
     )
     settings = pacs_settings(tmp_path_factory.mktemp("orthanc"), modalities)
-    server = native.start(settings)
+    if TOPOLOGY == "cluster":
+        # PostgreSQL index, two nodes: loaded through node 1, every test talks to node 2.
+        settings = replace(settings, index="postgresql", nodes=2, http_port=free_ports(2),
+                           dicom_port=free_ports(2), web_port=free_port())
+        started = cluster.start(settings, gateway=False)
+        stop, server, settings = started.stop, started.nodes[-1], settings.node(1)
+    else:
+        server = native.start(settings)
+        stop = server.stop
     try:
-        connection = server.connection
         out, output = pacs_output
-        result = load(out, connection)
+        result = load(out, started.first.connection if TOPOLOGY == "cluster"
+                      else server.connection)
         assert result.ok, result.errors
+        connection = server.connection
         yield Pacs(
             server,
             settings,
@@ -86,7 +98,7 @@ def pacs(
             output.release,
         )
     finally:
-        server.stop()
+        stop()
         scp.stop()
 
 
@@ -100,6 +112,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     """Say which Orthanc the suite runs against."""
     try:
         chosen = runtime.select()
-        return f"orthanc: {chosen.version} ({chosen.origin})"
+        shape = ("PostgreSQL index, 2 nodes (tests talk to node 2)" if TOPOLOGY == "cluster"
+                 else "SQLite index, 1 node")
+        return f"orthanc: {chosen.version} ({chosen.origin}); {shape}"
     except Exception as exc:  # the header must never break collection
         return f"orthanc: not available ({exc})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -73,6 +74,20 @@ class StorageSCP:
 
     def stop(self) -> None:
         self._server.shutdown()
+
+
+# The PACS the session's tests run against: ``sqlite`` (one node) or ``cluster`` (a
+# PostgreSQL index and two nodes; `make test` runs the DIMSE/DICOMweb tests against both).
+TOPOLOGY = os.environ.get("VINDR_TEST_PACS", "sqlite")
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports."""
+    while True:
+        first = free_port()
+        if first + count < 65535 and not any(native.port_in_use(first + i)
+                                             for i in range(1, count)):
+            return first
 
 
 def pacs_settings(data_dir: Path, modalities: tuple[Modality, ...] = ()) -> ServerSettings:
