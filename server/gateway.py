@@ -138,6 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
                 cache.refresh()
                 answers = self.server.find(plan.body)
                 cache.resolve(search.level, answers)
+                if plan.modalities_from_children:
+                    cache.resolve_children(answers)
                 data = qido.render(answers, plan, self._dicomweb_base(), cache)
         except GatewayUpstreamError as exc:
             if exc.status == 400:  # a value the index rejects: the plugin says why

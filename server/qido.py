@@ -231,6 +231,7 @@ class Plan:
     body: dict[str, Any]
     returned: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    modalities_from_children: bool = False
 
 
 def plan(search: Search, index: IndexTags) -> Plan | None:
@@ -302,6 +303,13 @@ def plan(search: Search, index: IndexTags) -> Plan | None:
         "CaseSensitive": True,
         "ResponseContent": ["MainDicomTags", "Parent"],
     }
+    # Orthanc computes ModalitiesInStudy in about 50 ms even for one study; the modalities
+    # of the study's series (their IDs come with the answer, their entries from the cache)
+    # give the same value in a fraction of that.
+    by_children = "ModalitiesInStudy" in computed
+    if by_children:
+        computed.remove("ModalitiesInStudy")
+        body["ResponseContent"].append("Children")
     if computed:
         body["RequestedTags"] = list(dict.fromkeys(computed))
     if search.limit:
@@ -312,7 +320,7 @@ def plan(search: Search, index: IndexTags) -> Plan | None:
     if ignored:
         warnings += ((f'299 vindr-dicom: "includefield {", ".join(ignored)} ignored: not '
                       f'{level.lower()}-level attributes"'),)
-    return Plan(body, tuple(dict.fromkeys(returned)), warnings)
+    return Plan(body, tuple(dict.fromkeys(returned)), warnings, by_children)
 
 
 PARENT_KEY = {"Instance": "ParentSeries", "Series": "ParentStudy", "Study": "ParentPatient"}
@@ -340,6 +348,8 @@ def render(answers: Iterable[Mapping[str, Any]], plan: Plan, base_url: str,
         requested = answer.get("RequestedTags")
         if requested:
             own = {**own, **requested}
+        if plan.modalities_from_children and parents is not None:
+            own = {**own, "ModalitiesInStudy": parents.modalities(answer.get("Series") or ())}
         parent_id = answer.get(key)
         inherited = above.get(parent_id)
         if inherited is None:
@@ -416,6 +426,20 @@ class ParentCache:
             if missing:
                 self._fetch(parent, missing)
             ids = {self._entries[i][1] for i in ids if i in self._entries} - {None}
+
+    def resolve_children(self, answers: Iterable[Mapping[str, Any]]) -> None:
+        """Fetch the entries of the series of study ``answers`` (their ``Series``, asked as
+        ``Children``)."""
+        ids = {c for a in answers for c in a.get("Series") or ()}
+        missing = {i for i in ids if i not in self._entries}
+        if missing:
+            self._fetch("Series", missing)
+
+    def modalities(self, series_ids: Iterable[str]) -> str:
+        """ModalitiesInStudy of a study with these series (as Orthanc writes it: sorted,
+        backslash-separated)."""
+        found = {self._entries[i][0].get("Modality", "") for i in series_ids if i in self._entries}
+        return "\\".join(sorted(m for m in found if m))
 
     def _fetch(self, level: str, ids: set[str]) -> None:
         key = PARENT_KEY.get(level)

@@ -169,6 +169,8 @@ def install_orthanc(
         None, "--root", help="Where (default: ~/.local/share/vindr-dicom/debian13-root)."
     ),
     force: bool = typer.Option(False, "--force", help="Rebuild even when already there."),
+    if_needed: bool = typer.Option(
+        False, "--if-needed", help="Do nothing when the system's Orthanc is >= 1.11."),
 ) -> None:
     """Get Debian 13's Orthanc 1.12 (a minimal Debian 13 root, debootstrap, ~40 s, 430 MB).
 
@@ -178,6 +180,15 @@ def install_orthanc(
     with reported_errors():
         from server import runtime
 
+        if if_needed and not force:
+            try:
+                system = runtime.system_runtime()
+            except runtime.ServerError:
+                system = None
+            if system is not None and system.indexes_extra_tags:
+                out.print(f"the system's Orthanc {system.version} indexes every archive tag: "
+                          "nothing to install")
+                return
         if not force:
             try:
                 found = runtime.root_runtime(root)
