@@ -15,6 +15,15 @@ The steps, each visible in :func:`load`:
    reading every answer (STOW hides per-instance failures inside a 200);
 5. retry the failures a few times;
 6. check again that every manifest instance is in Orthanc.
+
+A cluster (:mod:`server.cluster`: several Orthanc nodes on one index and one storage) is
+loaded through all its nodes at once: the workers go to the nodes in turn, and a node that
+stops answering (connection refused, reset or closed, and its ``GET /system`` unanswered
+too) gets no further work: what it was sending goes at once to the next node. That is
+safe because re-sending is idempotent here (``OverwriteInstances`` false: Orthanc answers
+``AlreadyStored``, C-STORE succeeds without a second copy), so an object that may have
+reached the node before it died is sent again without harm. Steps 2, 3 and 6 ask the first
+node that answers.
 """
 
 from __future__ import annotations
@@ -23,11 +32,12 @@ import hashlib
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import pydicom
@@ -40,7 +50,7 @@ from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
 from converter.records import ProgressCallback
 
-from .client import Connection, HeldInstance, OrthancClient, OrthancError
+from .client import Connection, HeldInstance, OrthancClient, OrthancError, SystemInfo
 from .errors import ServerError
 from .integrity import compare_copy, digest_file, manifest_mismatch
 from .settings import DEFAULT_LOADER_AET, DICOMWEB_ROOT
@@ -56,6 +66,10 @@ CSTORE_TRANSFER_SYNTAXES = (
     pydicom.uid.JPEGLSLossless,
     pydicom.uid.RLELossless,
 )
+# Seconds a node has to answer ``GET /system`` after a send to it got no answer at all.
+PROBE_TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,11 @@ class LoadError:
 
 class LocalFileError(ServerError):
     """The local file is not the manifest's: it is never sent, and not retried."""
+
+
+class NodeUnreachable(ServerError):
+    """No answer at all from a node (connection refused, reset or closed, association
+    aborted): it may be down, which :meth:`_Nodes.lost` finds out."""
 
 
 def verified_bytes(entry: ManifestRow, path: Path) -> bytes:
@@ -106,6 +125,12 @@ class LoadResult:
         all of them when the check itself failed).
     errors
         One entry per failed or missing object, naming its file.
+    nodes
+        The REST URLs the load went through (one, unless the PACS is a cluster).
+    stored_by_node
+        Objects each node (REST URL) stored, or answered it already held, in this run.
+    lost_nodes
+        ``URL: why`` of each node found down during the load (it got no further work).
     """
 
     total: int = 0
@@ -115,6 +140,9 @@ class LoadResult:
     missing: int = 0
     errors: list[LoadError] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    stored_by_node: dict[str, int] = field(default_factory=dict)
+    lost_nodes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -137,7 +165,13 @@ class RestSender:
         self.client = OrthancClient.connect(connection)
 
     def send(self, entry: ManifestRow, path: Path) -> str:
-        answer = self.client.store_instance(verified_bytes(entry, path))
+        data = verified_bytes(entry, path)
+        try:
+            answer = self.client.store_instance(data)
+        except OrthancError as exc:
+            if unanswered(exc):
+                raise NodeUnreachable(str(exc)) from exc
+            raise
         return ALREADY if answer.already_stored else STORED
 
     def close(self) -> None:
@@ -163,6 +197,8 @@ class StowSender:
         try:
             return self.session.post(self.url, data=body, timeout=300, headers={
                 "Content-Type": content_type, "Accept": "application/dicom+json"})
+        except requests.ConnectionError as exc:
+            raise NodeUnreachable(f"STOW-RS: {exc}") from exc
         except requests.RequestException as exc:
             raise ServerError(f"STOW-RS: {exc}") from exc
 
@@ -185,7 +221,11 @@ class StowSender:
 
 
 class CStoreSender:
-    """C-STORE over one association per worker (re-opened after a failure)."""
+    """C-STORE over one association per worker (re-opened after a failure).
+
+    An association that cannot be opened (other than rejected), is aborted or brings no
+    answer raises :class:`NodeUnreachable`.
+    """
 
     def __init__(
         self, host: str, port: int, called_aet: str, calling_aet: str, sop_classes: Sequence[str]
@@ -203,12 +243,14 @@ class CStoreSender:
             raise LocalFileError(mismatch)
         if self.assoc is None or not self.assoc.is_established:
             host, port, called = self.address
-            self.assoc = self.ae.associate(host, port, ae_title=called)
-            if not self.assoc.is_established:
-                self.assoc = None
-                raise ServerError(
-                    f"C-STORE association to {called}@{host}:{port} refused or failed"
+            assoc = self.ae.associate(host, port, ae_title=called)
+            if not assoc.is_established:
+                if assoc.is_rejected:
+                    raise ServerError(f"C-STORE association to {called}@{host}:{port} rejected")
+                raise NodeUnreachable(
+                    f"C-STORE association to {called}@{host}:{port} failed or aborted"
                 )
+            self.assoc = assoc
         try:
             status = self.assoc.send_c_store(path)
         except (ValueError, RuntimeError) as exc:
@@ -217,9 +259,9 @@ class CStoreSender:
         if code >= 0 and code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING):
             return STORED
         self.close()
-        raise ServerError(
-            f"C-STORE status 0x{code & 0xFFFF:04X}" if code >= 0 else "C-STORE: no answer"
-        )
+        if code < 0:
+            raise NodeUnreachable("C-STORE: no answer (association aborted?)")
+        raise ServerError(f"C-STORE status 0x{code & 0xFFFF:04X}")
 
     def close(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
@@ -227,50 +269,235 @@ class CStoreSender:
         self.assoc = None
 
 
+def unanswered(exc: OrthancError) -> bool:
+    """True when a REST request got no answer at all (connection refused, reset or closed
+    by the peer), as opposed to an HTTP error answer from a live Orthanc."""
+    return exc.status is None and isinstance(exc.__cause__, requests.ConnectionError)
+
+
+def _answers(connection: Connection) -> bool:
+    """True when the node at ``connection`` answers ``GET /system`` (any HTTP status), on a
+    new connection."""
+    with connection.session() as session:
+        try:
+            session.get(connection.url.rstrip("/") + "/system", timeout=PROBE_TIMEOUT)
+        except requests.RequestException:
+            return False
+    return True
+
+
+class _Nodes:
+    """The nodes of the PACS for one load: their connections, which ones are down, a REST
+    client per thread and node, and what each node stored.
+
+    A node is declared down only when a request got no answer at all *and* a new
+    ``GET /system`` gets none either (a kept-alive connection closed by a live Orthanc is
+    not a dead node); from then on it gets no work in this load, unless every node is down
+    (:meth:`revive`).
+    """
+
+    def __init__(self, connections: Sequence[Connection]) -> None:
+        self.connections = list(connections)
+        self.down: set[int] = set()
+        self.lost_why: dict[int, str] = {}
+        self.stored: Counter[int] = Counter()
+        self._systems: dict[int, SystemInfo] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._clients: list[OrthancClient] = []
+
+    @classmethod
+    def of(cls, connection: Connection, more: Sequence[str]) -> _Nodes:
+        """``connection`` first, then each URL of ``more`` not seen yet, same credentials."""
+        urls: list[str] = []
+        for url in (connection.url, *more):
+            if url.rstrip("/") not in urls:
+                urls.append(url.rstrip("/"))
+        return cls([Connection(url, connection.username, connection.password) for url in urls])
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node's REST URL, in order."""
+        return [c.url for c in self.connections]
+
+    def pick(self, home: int) -> int | None:
+        """Node ``home`` (modulo their number) if it is up, else the next one up; None when
+        every node is down."""
+        count = len(self.connections)
+        with self._lock:
+            for step in range(count):
+                node = (home + step) % count
+                if node not in self.down:
+                    return node
+        return None
+
+    def client(self, node: int) -> OrthancClient:
+        """This thread's REST client on ``node``."""
+        clients: dict[int, OrthancClient] | None = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if node not in clients:
+            clients[node] = OrthancClient.connect(self.connections[node])
+            with self._lock:
+                self._clients.append(clients[node])
+        return clients[node]
+
+    def system(self, node: int) -> SystemInfo:
+        """``GET /system`` of ``node``, asked once (NodeUnreachable when unanswered)."""
+        with self._lock:
+            known = self._systems.get(node)
+        if known is not None:
+            return known
+        try:
+            system = self.client(node).system()
+        except OrthancError as exc:
+            if unanswered(exc):
+                raise NodeUnreachable(str(exc)) from exc
+            raise
+        with self._lock:
+            self._systems[node] = system
+        return system
+
+    def lost_nodes(self) -> list[str]:
+        """``URL: why`` of every node found down so far."""
+        with self._lock:
+            return [self.lost_why[node] for node in sorted(self.lost_why)]
+
+    def lost(self, node: int, exc: Exception) -> bool:
+        """After ``exc`` (no answer from ``node``): True when the node is down (it then gets
+        no further work), False when it still answers."""
+        with self._lock:
+            if node in self.down:
+                return True
+        if _answers(self.connections[node]):
+            return False
+        with self._lock:
+            self.down.add(node)
+            self.lost_why.setdefault(node, f"{self.connections[node].url}: down ({exc})")
+        return True
+
+    def revive(self) -> None:
+        """When every node is down, give them all another chance (a server restarted
+        meanwhile, say); otherwise nothing changes."""
+        with self._lock:
+            if len(self.down) == len(self.connections):
+                self.down.clear()
+
+    def count_stored(self, node: int) -> None:
+        """One more object stored (or already held) by ``node``."""
+        with self._lock:
+            self.stored[node] += 1
+
+    def ask(self, question: Callable[[OrthancClient], T]) -> T:
+        """``question`` answered by the first node up, falling back to the next one while
+        a node gives no answer at all; the last error when none is left."""
+        self.revive()
+        while True:
+            node = self.pick(0)
+            if node is None:  # cannot be: a node is up after revive(), or the last one raised
+                raise OrthancError(f"no node of the PACS answers ({', '.join(self.urls)})")
+            try:
+                return question(self.client(node))
+            except OrthancError as exc:
+                if not (unanswered(exc) and self.lost(node, exc)) or self.pick(0) is None:
+                    raise
+
+    def close(self) -> None:
+        """Close every REST client's connections."""
+        for client in self._clients:
+            client.session.close()
+
+
 def _sender_factory(
     method: str,
-    connection: Connection,
-    client: OrthancClient,
+    nodes: _Nodes,
     entries: Sequence[ManifestRow],
     calling_aet: str,
-) -> Callable[[], Sender]:
+) -> Callable[[int], Sender]:
+    """A function making a sender to node ``i``."""
     if method == "rest":
-        return lambda: RestSender(connection)
+        return lambda node: RestSender(nodes.connections[node])
     if method == "stow":
-        if not client.system().has_dicomweb:
+        if not nodes.ask(lambda client: client.system()).has_dicomweb:
             raise ServerError("STOW-RS needs Orthanc's DICOMweb plugin, which this server lacks")
-        return lambda: StowSender(connection)
+        return lambda node: StowSender(nodes.connections[node])
     if method == "cstore":
-        system = client.system()
-        host = urlsplit(connection.url).hostname or "127.0.0.1"
+        nodes.ask(lambda client: client.system())  # fail early (credentials...)
         classes = [e.sop_class_uid for e in entries]
-        return lambda: CStoreSender(host, system.dicom_port, system.dicom_aet, calling_aet, classes)
+
+        def cstore_sender(node: int) -> Sender:
+            system = nodes.system(node)  # each node's own DICOM port
+            host = urlsplit(nodes.connections[node].url).hostname or "127.0.0.1"
+            return CStoreSender(host, system.dicom_port, system.dicom_aet, calling_aet, classes)
+
+        return cstore_sender
     raise ServerError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+class _Spread:
+    """The senders of one round: worker threads on the nodes in turn, one sender per
+    thread and node; an object whose node is found down goes at once to the next node."""
+
+    def __init__(self, nodes: _Nodes, make_sender: Callable[[int], Sender]) -> None:
+        self.nodes = nodes
+        self.make_sender = make_sender
+        self.senders: list[Sender] = []
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _sender(self, node: int) -> Sender:
+        senders: dict[int, Sender] = self._local.senders
+        if node not in senders:
+            senders[node] = self.make_sender(node)
+            with self._lock:
+                self.senders.append(senders[node])
+        return senders[node]
+
+    def send(self, entry: ManifestRow, path: Path) -> str:
+        """Send one object through this thread's node (the next one up when it is down)."""
+        if not hasattr(self._local, "home"):
+            with self._lock:
+                self._local.home, self._turn = self._turn, self._turn + 1
+            self._local.senders = {}
+        last: Exception | None = None
+        while True:
+            node = self.nodes.pick(self._local.home)
+            if node is None:
+                raise last or NodeUnreachable(
+                    f"every node of the PACS is down: {'; '.join(self.nodes.lost_nodes())}")
+            try:
+                outcome = self._sender(node).send(entry, path)
+            except NodeUnreachable as exc:
+                if not self.nodes.lost(node, exc):
+                    raise  # the node answers: an ordinary failure, retried next round
+                last = exc  # the node is down: the same object to the next node, now
+                continue
+            self.nodes.count_stored(node)
+            return outcome
+
+    def close(self) -> None:
+        for sender in self.senders:
+            try:
+                sender.close()
+            except Exception:  # closing a dead connection must not hide the results
+                pass
 
 
 def _send_round(
     todo: Sequence[ManifestRow],
     out_dir: Path,
-    make_sender: Callable[[], Sender],
+    nodes: _Nodes,
+    make_sender: Callable[[int], Sender],
     workers: int,
     on_done: Callable[[], None],
 ) -> dict[str, str | Exception]:
-    """Send ``todo`` from ``workers`` threads; SOP Instance UID -> STORED/ALREADY or the error."""
-    local = threading.local()
-    senders: list[Sender] = []
-    lock = threading.Lock()
-
-    def send_one(entry: ManifestRow) -> str:
-        sender = getattr(local, "sender", None)
-        if sender is None:
-            sender = local.sender = make_sender()
-            with lock:
-                senders.append(sender)
-        return sender.send(entry, entry.file(out_dir))
-
+    """Send ``todo`` from ``workers`` threads over the nodes up; SOP Instance UID ->
+    STORED/ALREADY or the error."""
+    spread = _Spread(nodes, make_sender)
     outcomes: dict[str, str | Exception] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(send_one, e): e for e in todo}
+        futures = {pool.submit(spread.send, e, e.file(out_dir)): e for e in todo}
         for future in as_completed(futures):
             entry = futures[future]
             try:
@@ -278,11 +505,7 @@ def _send_round(
             except Exception as exc:  # every failure is reported per file, then retried
                 outcomes[entry.sop_instance_uid] = exc
             on_done()
-    for sender in senders:
-        try:
-            sender.close()
-        except Exception:  # closing a dead connection must not hide the results
-            pass
+    spread.close()
     return outcomes
 
 
@@ -290,6 +513,7 @@ def load(
     out_dir: Path,
     connection: Connection,
     *,
+    nodes: Sequence[str] = (),
     method: Method = "rest",
     workers: int = 2,
     retries: int = 2,
@@ -304,10 +528,17 @@ def load(
     out_dir
         Converted output folder (with ``manifest.csv``).
     connection
-        The PACS (its REST URL and credentials).
+        The PACS (its REST URL and credentials); for a cluster, its first node.
+    nodes
+        The REST URLs of the other nodes of a cluster (:mod:`server.cluster`), reached with
+        ``connection``'s credentials (its own URL may be among them). Worker ``k`` sends
+        through node ``k`` modulo their number (give at least as many workers as nodes);
+        a node found down gets no further work, and what it was sending goes at once to
+        the next node. The first node that answers says what the PACS holds, before and
+        after.
     method
         ``rest`` (``POST /instances``), ``stow`` (STOW-RS) or ``cstore`` (C-STORE to the
-        DICOM port and AE title ``GET /system`` reports).
+        DICOM port and AE title each node's ``GET /system`` reports).
     workers
         Parallel connections.
     retries
@@ -327,28 +558,34 @@ def load(
     Raises
     ------
     ServerError
-        When the manifest is unreadable or the PACS cannot be asked what it holds.
+        When the manifest is unreadable or no node of the PACS can be asked what it holds.
     """
     out_dir = Path(out_dir)
     entries = read_manifest(out_dir)
-    result = LoadResult(total=len(entries))
+    pacs = _Nodes.of(connection, nodes)
+    result = LoadResult(total=len(entries), nodes=pacs.urls)
     tick = _Ticker(result.total, progress)
-    client = OrthancClient.connect(connection)
-    studies = {e.study_uid for e in entries}
-    held = client.instance_index(studies)
-    todo = _to_send(entries, out_dir, held, result, tick)
-    todo += _check_held([e for e in entries if e.sop_instance_uid in held], out_dir, held,
-                        connection, workers, result, tick)
-    if todo:
-        make_sender = _sender_factory(method, connection, client, todo, calling_aet)
-        failures = _send_with_retries(todo, out_dir, make_sender, workers, retries, retry_delay,
-                                      result, tick)
-        by_uid = {e.sop_instance_uid: e for e in entries}
-        for uid, exc in failures.items():
-            result.failed += 1
-            message = f"{exc}: not sent" if isinstance(exc, LocalFileError) else f"not stored: {exc}"
-            result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, message))
-    _check_present(entries, out_dir, client, studies, result)
+    try:
+        studies = {e.study_uid for e in entries}
+        held = pacs.ask(lambda client: client.instance_index(studies))
+        todo = _to_send(entries, out_dir, held, result, tick)
+        todo += _check_held([e for e in entries if e.sop_instance_uid in held], out_dir, held,
+                            pacs, workers, result, tick)
+        if todo:
+            make_sender = _sender_factory(method, pacs, todo, calling_aet)
+            failures = _send_with_retries(todo, out_dir, pacs, make_sender, workers, retries,
+                                          retry_delay, result, tick)
+            by_uid = {e.sop_instance_uid: e for e in entries}
+            for uid, exc in failures.items():
+                result.failed += 1
+                message = (f"{exc}: not sent" if isinstance(exc, LocalFileError)
+                           else f"not stored: {exc}")
+                result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, message))
+        _check_present(entries, out_dir, pacs, studies, result)
+    finally:
+        result.stored_by_node = {pacs.urls[node]: n for node, n in sorted(pacs.stored.items())}
+        result.lost_nodes = pacs.lost_nodes()
+        pacs.close()
     return result
 
 
@@ -383,21 +620,19 @@ def _to_send(entries: list[ManifestRow], out_dir: Path, held: Mapping[str, HeldI
 
 
 def _check_held(entries: list[ManifestRow], out_dir: Path, held: Mapping[str, HeldInstance],
-                connection: Connection, workers: int, result: LoadResult,
+                nodes: _Nodes, workers: int, result: LoadResult,
                 tick: Callable[[], None]) -> list[ManifestRow]:
     """Compare each PACS copy in ``entries`` with its manifest file, from ``workers`` threads.
 
     Equal copies count as already present; differing ones are deleted from the PACS and
     returned, to be sent again; a local file that is missing or not the manifest's is an
     error (and its PACS copy is left alone: there is nothing trustworthy to compare with).
+    Each check goes to the first node up.
     """
-    local = threading.local()
 
     def check(entry: ManifestRow) -> str:
-        if not hasattr(local, "client"):
-            local.client = OrthancClient.connect(connection)
-        return _check_one(local.client, entry, entry.file(out_dir),
-                          held[entry.sop_instance_uid], result)
+        return nodes.ask(lambda client: _check_one(client, entry, entry.file(out_dir),
+                                                   held[entry.sop_instance_uid], result))
 
     replace: list[ManifestRow] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -439,8 +674,9 @@ def _check_one(client: OrthancClient, entry: ManifestRow, path: Path, held: Held
 
 
 def _send_with_retries(
-    todo: list[ManifestRow], out_dir: Path, make_sender: Callable[[], Sender], workers: int,
-    retries: int, retry_delay: float, result: LoadResult, tick: Callable[[], None],
+    todo: list[ManifestRow], out_dir: Path, nodes: _Nodes, make_sender: Callable[[int], Sender],
+    workers: int, retries: int, retry_delay: float, result: LoadResult,
+    tick: Callable[[], None],
 ) -> dict[str, Exception]:
     """Send ``todo``, then re-send the failures ``retries`` times; the last error of each
     object still not stored."""
@@ -450,7 +686,8 @@ def _send_with_retries(
             break
         if attempt:
             time.sleep(retry_delay)
-        outcomes = _send_round(todo, out_dir, make_sender, workers,
+            nodes.revive()
+        outcomes = _send_round(todo, out_dir, nodes, make_sender, workers,
                                tick if attempt == 0 else lambda: None)
         retry: list[ManifestRow] = []
         for entry in todo:
@@ -469,11 +706,12 @@ def _send_with_retries(
     return last_error
 
 
-def _check_present(entries: list[ManifestRow], out_dir: Path, client: OrthancClient,
+def _check_present(entries: list[ManifestRow], out_dir: Path, nodes: _Nodes,
                    studies: set[str], result: LoadResult) -> None:
-    """Look every manifest object up in the PACS; count and explain what is missing."""
+    """Look every manifest object up in the PACS (its first node up); count and explain
+    what is missing."""
     try:
-        present = client.sop_instance_uids(studies)
+        present = nodes.ask(lambda client: client.sop_instance_uids(studies))
     except OrthancError as exc:  # nothing can be confirmed
         result.missing = result.total
         result.errors.append(
