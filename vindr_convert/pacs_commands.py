@@ -219,28 +219,51 @@ def stop(
 
 def load(
     output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
-    url: Optional[str] = typer.Option(
-        None, "--url", help="Orthanc URL (default: from the credentials file)."
+    url: list[str] = typer.Option(
+        [], "--url", metavar="URL",
+        help="Orthanc URL; repeat it for several nodes of one cluster (default: "
+        "every node in the credentials file).",
     ),
     user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
     password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
     method: MethodChoice = typer.Option(
         MethodChoice.rest, "--method", help="REST POST /instances, STOW-RS or C-STORE."
     ),
-    workers: int = typer.Option(2, "--workers", min=1, help="Parallel connections."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Parallel connections (default: 2, and one per node).",
+    ),
 ) -> None:
-    """Send every object of a converted folder to the PACS, then check they are all there."""
+    """Send every object of a converted folder to the PACS, then check they are all there.
+
+    A cluster is loaded through all its nodes; a node that goes down gets no more work.
+    """
     with reported_errors():
         from server.load import load as load_output
-        from server.userconfig import resolve_connection
+        from server.userconfig import load_user_config, resolve_connection
 
-        connection = resolve_connection(url, user, password)
+        connection = resolve_connection(url[0] if url else None, user, password)
+        if url:
+            nodes = list(url[1:])  # explicit: those nodes only
+        else:
+            stored = load_user_config()
+            nodes = list(stored.nodes or []) if stored is not None else []
+        count = len({u.rstrip("/") for u in (connection.url, *nodes)})
+        workers = workers or max(2, count)
+        if count > 1:
+            out.print(f"loading through {count} nodes, {workers} workers", highlight=False)
         with progress_bar("load") as progress:
-            result = load_output(
-                output, connection, method=method.value, workers=workers, progress=progress
-            )
+            result = load_output(output, connection, nodes=nodes, method=method.value,
+                                 workers=workers, progress=progress)
     for line in result.replaced:
         out.print(f"  {line}", highlight=False)
+    if len(result.nodes) > 1:
+        stored_by = ", ".join(f"{node} {result.stored_by_node.get(node, 0)}"
+                              for node in result.nodes)
+        out.print(f"{len(result.nodes)} nodes used, objects stored through each: {stored_by}",
+                  highlight=False)
+    for line in result.lost_nodes:
+        out.print(f"  node lost during the load, its work went to the others: {line}",
+                  highlight=False)
     out.print(
         f"{result.total} objects: {result.sent} sent, "
         f"{result.already_present} already present, "
