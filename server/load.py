@@ -151,7 +151,9 @@ class LoadResult:
 
 
 class Sender(Protocol):
-    """Sends one file; returns STORED or ALREADY, raises on failure. One per worker thread."""
+    """Sends one file to one node; returns STORED or ALREADY, raises on failure
+    (:class:`NodeUnreachable` when the node gave no answer at all). One per worker thread
+    and node."""
 
     def send(self, entry: ManifestRow, path: Path) -> str: ...
 
@@ -169,7 +171,7 @@ class RestSender:
         try:
             answer = self.client.store_instance(data)
         except OrthancError as exc:
-            if unanswered(exc):
+            if _unanswered(exc):
                 raise NodeUnreachable(str(exc)) from exc
             raise
         return ALREADY if answer.already_stored else STORED
@@ -269,7 +271,7 @@ class CStoreSender:
         self.assoc = None
 
 
-def unanswered(exc: OrthancError) -> bool:
+def _unanswered(exc: OrthancError) -> bool:
     """True when a REST request got no answer at all (connection refused, reset or closed
     by the peer), as opposed to an HTTP error answer from a live Orthanc."""
     return exc.status is None and isinstance(exc.__cause__, requests.ConnectionError)
@@ -351,7 +353,7 @@ class _Nodes:
         try:
             system = self.client(node).system()
         except OrthancError as exc:
-            if unanswered(exc):
+            if _unanswered(exc):
                 raise NodeUnreachable(str(exc)) from exc
             raise
         with self._lock:
@@ -399,7 +401,7 @@ class _Nodes:
             try:
                 return question(self.client(node))
             except OrthancError as exc:
-                if not (unanswered(exc) and self.lost(node, exc)) or self.pick(0) is None:
+                if not (_unanswered(exc) and self.lost(node, exc)) or self.pick(0) is None:
                     raise
 
     def close(self) -> None:
