@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from converter.manifest import read_manifest
 from pacs_testdata import Output, make_output
-from pacs_tools import PYNETDICOM_AET, SERVER_AET, free_port, pacs_settings
+from pacs_tools import PYNETDICOM_AET, SERVER_AET, free_port, free_ports, pacs_settings
 from server import cluster, native, postgres, runtime
 from server.client import Connection, OrthancClient, dicomweb_client
 from server.errors import ServerError, SettingsError
@@ -85,21 +85,12 @@ def _requirements() -> str | None:
     return None
 
 
-def _port_pair() -> int:
-    """A free port whose next one is free too (node 2 listens on the ports + 1)."""
-    for _ in range(100):
-        port = free_port()
-        if port < 65535 and not native.port_in_use(port + 1):
-            return port
-    raise AssertionError("no two consecutive free ports")
-
-
 def _settings(data_dir: Path) -> ServerSettings:
     modalities = (Modality(PYNETDICOM_AET, "127.0.0.1", free_port()),)
     base = pacs_settings(data_dir, modalities)
     for _ in range(10):
         try:
-            return replace(base, http_port=_port_pair(), dicom_port=_port_pair(),
+            return replace(base, http_port=free_ports(2), dicom_port=free_ports(2),
                            index="postgresql", nodes=2, web_port=free_port())
         except SettingsError:  # ports that happen to clash: draw again
             continue
