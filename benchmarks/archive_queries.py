@@ -253,7 +253,7 @@ def main() -> None:
     raw = cluster.start(raw_settings, gateway=False)
     try:
         raw_s = _raw_post([out / r.path for r in rows], list(raw_settings.node_urls),
-                          ("bench", "bench-password-1"), args.workers)
+                          ("bench", "bench-password-1"), max(args.workers, args.nodes))
     finally:
         raw.stop()
     settings = _settings(work / f"orthanc-{time.time_ns()}", **shape)
@@ -261,7 +261,8 @@ def main() -> None:
     server = started.first
     try:
         start = time.perf_counter()
-        loaded = load(out, server.connection, workers=args.workers)
+        loaded = load(out, server.connection, workers=max(args.workers, args.nodes),
+                      nodes=settings.node_urls)
         load_s = time.perf_counter() - start
         print(f"Orthanc {server.system.version} ({server.runtime.origin}), {args.index} index, "
               f"{args.nodes} node(s), {len(rows)} instances; {platform.node()}, "

@@ -83,8 +83,10 @@ def pacs(
         stop = server.stop
     try:
         out, output = pacs_output
-        result = load(out, started.first.connection if TOPOLOGY == "cluster"
-                      else server.connection)
+        if TOPOLOGY == "cluster":  # spread over both nodes
+            result = load(out, started.first.connection, nodes=started.settings.node_urls)
+        else:
+            result = load(out, server.connection)
         assert result.ok, result.errors
         connection = server.connection
         yield Pacs(
