@@ -28,7 +28,9 @@ setup: apt venv orthanc
 # Debian's own Orthanc packages once (debootstrap, about 1 minute, sudo when not root),
 # which `serve` then runs by default. Nothing happens when the system's Orthanc is recent.
 orthanc: venv
-	$(VENV)/bin/vindr-convert install-orthanc --if-needed
+	@$(VENV)/bin/vindr-convert install-orthanc --if-needed || echo "warning: no Debian 13 \
+	Orthanc (see above): serve runs the system's older Orthanc, which reads files for the \
+	ImageLaterality, ViewPosition and PatientAge filters"
 
 apt:
 	@set -e; SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -19,6 +19,10 @@ speed. It only answers what the index can answer exactly:
   a series attribute, in its study list) is ignored with a Warning header: Orthanc's plugin
   would read one file per study to fill it with one arbitrary series' value.
 
+Patient and study attributes are Orthanc's patient and study records, as C-FIND answers
+them: a study filed under a PatientID whose record carries another PatientName shows the
+record's (the plugin reads the study's own file).
+
 Anything else (an attribute outside the index, sequence matching, an XML answer) returns
 None from :func:`plan`: the gateway then forwards the request to the plugin unchanged, so
 an answer is never silently narrower than the plugin's.

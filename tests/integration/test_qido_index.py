@@ -117,9 +117,15 @@ def test_same_answers_as_the_plugin_without_reading_files(indexed: Gateway, pacs
         else:
             assert len(ours) == len(theirs), target
         by_uid = {i[key]["Value"][0]: i for i in theirs}
+        ours_loaded = {study.study_uid for study in pacs.studies}
         for item in ours:
             other = by_uid.get(item[key]["Value"][0])
             if other is None:  # paging may pick other items than the plugin's order
+                continue
+            if item["0020000D"]["Value"][0] not in ours_loaded:
+                # Other tests file studies under a patient whose record names someone else
+                # (test_pacs_verify): the index answers its patient record, the plugin
+                # the file's own PatientName. Values are compared on our exams.
                 continue
             for tag, element in item.items():
                 if tag in other and tag != "00081190":  # RetrieveURL: each server's own
