@@ -54,18 +54,9 @@ from server.settings import Credentials, Modality, ServerSettings  # noqa: E402
 BENCH_AET = "BENCH"
 
 
-def _ports(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    while True:
-        first = native.free_port()
-        if first + count < 65535 and not any(native.port_in_use(first + i)
-                                             for i in range(1, count)):
-            return first
-
-
 def _settings(data: Path, index: str = "sqlite", nodes: int = 1) -> ServerSettings:
     return ServerSettings(data_dir=data, credentials=Credentials("bench", "bench-password-1"),
-                          http_port=_ports(nodes), dicom_port=_ports(nodes),
+                          http_port=native.free_ports(nodes), dicom_port=native.free_ports(nodes),
                           web_port=native.free_port(), index=index, nodes=nodes,
                           modalities=(Modality(BENCH_AET, "127.0.0.1", native.free_port()),))
 

@@ -465,6 +465,8 @@ def stop_detached(pid_file: Path) -> bool:
     import signal
     import time
 
+    from .native import zombie
+
     try:
         pid = int(Path(pid_file).read_text().strip())
     except (OSError, ValueError):
@@ -482,17 +484,10 @@ def stop_detached(pid_file: Path) -> bool:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-        if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+        if not Path(f"/proc/{pid}").exists() or zombie(pid):
             break
         time.sleep(0.05)
     return True
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def serve_forever(settings: GatewaySettings) -> int:

@@ -146,6 +146,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback TCP ports nobody listens on now (the
+    nodes of a cluster take consecutive ports)."""
+    while True:
+        first = free_port()
+        if first + count < 65535 and not any(port_in_use(first + i) for i in range(1, count)):
+            return first
+
+
 def port_in_use(port: int) -> bool:
     """True when something already listens on ``port`` (any interface)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -201,6 +210,11 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def zombie(pid: int) -> bool:
+    """True when ``pid`` is gone or a zombie (exited, not yet reaped)."""
+    return _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:

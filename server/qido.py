@@ -345,6 +345,7 @@ def render(answers: Iterable[Mapping[str, Any]], plan: Plan, base_url: str,
     fixed = {"00080005": f'{{"vr":"CS","Value":["{CHARSET_UTF8}"]}}',
              "00080056": '{"vr":"CS","Value":["ONLINE"]}'}
     above: dict[str | None, dict[str, str]] = {}
+    rendered: dict[tuple[str, Any], str] = {}
     key = PARENT_KEY[level]
     parts: list[str] = []
     for answer in answers:
@@ -374,7 +375,10 @@ def render(answers: Iterable[Mapping[str, Any]], plan: Plan, base_url: str,
                 value = inherited.get(keyword)
                 if value is None:
                     continue
-            fields.append(f'"{tag}":{_element(vr, value)}')
+            field = rendered.get((tag, value))
+            if field is None:  # most values repeat (modalities, dates, counts, names)
+                field = rendered[(tag, value)] = f'"{tag}":{_element(vr, value)}'
+            fields.append(field)
         parts.append("{" + ",".join(fields) + "}")
     return ("[" + ",".join(parts) + "]").encode("utf-8")
 

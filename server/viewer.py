@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mimetypes
 import os
 import shutil
 import signal
@@ -49,16 +48,8 @@ OHIF_VERSION = "3.13.2"
 # microscopy viewer.
 OHIF_DROPPED = ("ort", "dicom-microscopy-viewer")
 MAMMO_PROTOCOL = "vindr-mammo-4up"  # the hanging protocol of ohif-app-config.js
-CHUNK = 1 << 16
-UPSTREAM_TIMEOUT = 300.0
-# Hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself.
-_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-        "trailer", "transfer-encoding", "upgrade", "host", "authorization", "forwarded",
-        "accept-encoding"}
 
 log = logging.getLogger(__name__)
-mimetypes.add_type("application/wasm", ".wasm")
-mimetypes.add_type("text/javascript", ".js")
 
 
 # --- the OHIF build ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ ELSEWHERE_HOST = "127.0.0.2"
 
 
 free_port = native.free_port
+free_ports = native.free_ports
 
 
 def dcmtk(tool: str) -> str:
@@ -79,15 +80,6 @@ class StorageSCP:
 # The PACS the session's tests run against: ``sqlite`` (one node) or ``cluster`` (a
 # PostgreSQL index and two nodes; `make test` runs the DIMSE/DICOMweb tests against both).
 TOPOLOGY = os.environ.get("VINDR_TEST_PACS", "sqlite")
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports."""
-    while True:
-        first = free_port()
-        if first + count < 65535 and not any(native.port_in_use(first + i)
-                                             for i in range(1, count)):
-            return first
 
 
 def pacs_settings(data_dir: Path, modalities: tuple[Modality, ...] = ()) -> ServerSettings:
