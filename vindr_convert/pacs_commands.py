@@ -406,10 +406,14 @@ def _print_demo(result, snippet: str) -> None:
     if result.settings is None or not result.queries:
         return
     settings = result.settings
-    out.print(f"\n[bold]PACS running[/]: {settings.url}/app/explorer.html, DICOMweb "
-              f"{settings.dicomweb_url}/, AET {settings.aet} on port {settings.dicom_port}")
+    web = (f"{settings.web_url}/dicom-web/ (searches from the index, no credentials; "
+           f"Orthanc's own: {settings.dicomweb_url}/)" if settings.web_url
+           else f"{settings.dicomweb_url}/")
+    out.print(f"\n[bold]PACS running[/]: {settings.url}/app/explorer.html, DICOMweb {web}, "
+              f"AET {settings.aet} on port {settings.dicom_port}")
     out.print("Queries run (paste the commands to run them yourself):")
-    out.print(f"  {snippet}")
+    if any("$PASS" in how for _, how, _ in result.queries):
+        out.print(f"  {snippet}")
     for what, how, answer in result.queries:
         out.print(f"  # {what}: {answer}")
         out.print(f"  {how}", highlight=False)
