@@ -72,6 +72,9 @@ class Release:
         return [image for study in self.studies for image in study.images]
 
 
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
 def read_csv_rows(path: Path, header: tuple[str, ...],
                   problems: list[Problem] | None = None) -> list[tuple[int, list[str]]]:
     """Rows of a release CSV as (line number, fields) after checking the exact header.
@@ -87,6 +90,11 @@ def read_csv_rows(path: Path, header: tuple[str, ...],
             problems.append(Problem("warning", "csv-bom", "file starts with a UTF-8 BOM "
                                     "(byte order mark), which the release has not: ignored",
                                     file=path.name, row=1))
+    lone_cr = _LONE_CR.search(text)
+    if lone_cr is not None:  # csv reads it as a line break: a value could be cut silently
+        line = text[:lone_cr.start()].count("\n") + 1
+        raise ReleaseError(f"{path.name} line {line}: a carriage return without a line feed "
+                           "(a line break, or part of a value?): fix the file")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         found = tuple(next(reader))

@@ -148,3 +148,16 @@ def test_not_a_release(tmp_path):
     (tmp_path / BREAST_CSV).write_text("a,b,c\n")
     with pytest.raises(ReleaseError, match="unexpected header"):
         read_release(tmp_path)
+
+
+def test_a_lone_carriage_return_is_refused_with_its_line(tmp_path: Path) -> None:
+    """csv reads a CR without LF as a line break: a value starting with one would lose it
+    silently (found by test_properties), so the file is refused, naming the line."""
+    from converter.release import ReleaseError, read_csv_rows
+
+    path = tmp_path / "finding_annotations.csv"
+    path.write_bytes(b"a,b\nx,y\n\rz,w\n")
+    with pytest.raises(ReleaseError, match="finding_annotations.csv line 3: a carriage return"):
+        read_csv_rows(path, ("a", "b"))
+    path.write_bytes(b"a,b\r\nx,y\r\n")  # CRLF line ends are fine
+    assert read_csv_rows(path, ("a", "b")) == [(2, ["x", "y"])]

@@ -138,3 +138,46 @@ def test_docker_engine_without_docker_fails_clearly(
     assert result.exit_code == EXIT_UNUSABLE
     assert "docker compose cannot run here" in result.output
     assert (tmp_path / "pacs" / "secrets" / "orthanc.secret.json").is_file()  # project prepared
+
+
+def test_serve_in_the_foreground_runs_everything_and_stops_it_all(tmp_path: Path) -> None:
+    """`serve` (no --background): Orthanc and the gateway answer; SIGTERM stops both and
+    exits 0, leaving no pid file behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from server import native
+
+    data = tmp_path / "pacs"
+    http, dicom, web = native.free_ports(1), native.free_ports(1), native.free_ports(1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vindr_convert", "serve", "--data", str(data), "--http-port",
+         str(http), "--dicom-port", str(dicom), "--web-port", str(web)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "DICOM " in line or not line:
+                break
+        text = "".join(lines)
+        assert "PACS ready" in text and f"http://127.0.0.1:{web}/dicom-web/" in text, text
+        assert requests.get(f"http://127.0.0.1:{web}/dicom-web/studies", timeout=30).json() == []
+        orthanc_pid = native.running_pid(data)
+        assert orthanc_pid is not None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert native.running_pid(data) is None
+    assert not (data / "gateway.pid").exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{web}/dicom-web/studies", timeout=5)
