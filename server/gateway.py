@@ -134,9 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
             if plan is None:
                 return False
             cache = self.server.parents
-            with cache.lock:
+            with cache.lock:  # the cache is as true as the change log before the search
                 cache.refresh()
-                answers = self.server.find(plan.body)
+            answers = self.server.find(plan.body)  # searches run side by side
+            with cache.lock:
                 cache.resolve(search.level, answers)
                 if plan.modalities_from_children:
                     cache.resolve_children(answers)
