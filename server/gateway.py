@@ -24,9 +24,16 @@ import http.client
 import json
 import logging
 import mimetypes
+import os
 import posixpath
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -422,67 +429,44 @@ def start_gateway(settings: GatewaySettings) -> tuple[Gateway, threading.Thread]
 READY_TIMEOUT = 15.0
 
 
-def start_detached(settings: GatewaySettings, pid_file: Path, log_file: Path) -> int:
-    """Start a DICOMweb-only gateway as a detached process (``serve --background``); its pid
-    once it accepts connections. The credentials reach it through its environment, never
-    its command line."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    from converter.fileio import PRIVATE_FILE, atomic_write
-
-    stop_detached(pid_file)
-    env = dict(os.environ, VINDR_GATEWAY_USER=settings.upstream.username or "",
-               VINDR_GATEWAY_PASSWORD=settings.upstream.password or "")
-    args = [sys.executable, "-m", "server.gateway", settings.host, str(settings.port),
-            settings.upstream.url, *settings.more_upstreams]
+def spawn(args: list[str], env: dict[str, str], host: str, port: int, log_file: Path,
+          what: str) -> int:
+    """Start ``args`` detached (own session, output to ``log_file``) and wait until it
+    accepts connections on ``host:port``; its pid. ``what`` names it in errors."""
     with open(log_file, "ab") as sink:
         child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=sink,
                                  stderr=sink, start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if child.poll() is not None:
-            raise ServerError(f"the gateway exited at once (code {child.returncode}); see "
+            raise ServerError(f"the {what} exited at once (code {child.returncode}); see "
                               f"{log_file}")
         try:
-            with socket.create_connection((settings.host, settings.port), timeout=1):
-                break
+            with socket.create_connection((host, port), timeout=1):
+                return child.pid
         except OSError:
             if time.monotonic() > deadline:
                 child.kill()
-                raise ServerError(f"the gateway did not answer within {READY_TIMEOUT:.0f} s; "
+                raise ServerError(f"the {what} did not answer within {READY_TIMEOUT:.0f} s; "
                                   f"see {log_file}") from None
             time.sleep(0.05)
-    atomic_write(pid_file, f"{child.pid}\n", mode=PRIVATE_FILE, fsync=False)
-    return child.pid
 
 
-def stop_detached(pid_file: Path) -> bool:
-    """Stop a gateway started by :func:`start_detached`; False when none was running."""
-    import os
-    import signal
-    import time
-
+def terminate(pid: int, module: str) -> bool:
+    """SIGTERM ``pid`` if it still runs ``python -m <module>`` (a pid file can outlive its
+    process and the pid be reused), and wait until it is gone; False when it was not."""
     from .native import zombie
 
-    try:
-        pid = int(Path(pid_file).read_text().strip())
-    except (OSError, ValueError):
-        return False
-    Path(pid_file).unlink(missing_ok=True)
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    if b"server.gateway" not in cmdline:  # the pid was reused by another program
+    if module.encode() not in cmdline:  # the pid was reused by another program
         return False
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
         try:
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
         except ChildProcessError:
             pass
         if not Path(f"/proc/{pid}").exists() or zombie(pid):
@@ -491,10 +475,36 @@ def stop_detached(pid_file: Path) -> bool:
     return True
 
 
-def serve_forever(settings: GatewaySettings) -> int:
-    """Run the gateway until SIGTERM or Ctrl-C; 0 then."""
-    import signal
+def start_detached(settings: GatewaySettings, pid_file: Path, log_file: Path) -> int:
+    """Start a DICOMweb-only gateway as a detached process (``serve --background``); its pid
+    once it accepts connections. The credentials reach it through its environment, never
+    its command line."""
+    from converter.fileio import PRIVATE_FILE, atomic_write
 
+    stop_detached(pid_file)
+    env = dict(os.environ, VINDR_GATEWAY_USER=settings.upstream.username or "",
+               VINDR_GATEWAY_PASSWORD=settings.upstream.password or "")
+    args = [sys.executable, "-m", "server.gateway", settings.host, str(settings.port),
+            settings.upstream.url, *settings.more_upstreams]
+    pid = spawn(args, env, settings.host, settings.port, log_file, "gateway")
+    atomic_write(pid_file, f"{pid}\n", mode=PRIVATE_FILE, fsync=False)
+    return pid
+
+
+def stop_detached(pid_file: Path) -> bool:
+    """Stop a gateway started by :func:`start_detached`; False when none was running."""
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    Path(pid_file).unlink(missing_ok=True)
+    return terminate(pid, "server.gateway")
+
+
+def serve_forever(settings: GatewaySettings,
+                  on_ready: Callable[[Gateway], None] | None = None) -> int:
+    """Run a gateway until SIGTERM or Ctrl-C (0 then); ``on_ready`` is called once it
+    listens."""
     gateway = Gateway(settings)
 
     def _stop(signum: int, frame: object) -> None:
@@ -502,6 +512,8 @@ def serve_forever(settings: GatewaySettings) -> int:
 
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
+        if on_ready is not None:
+            on_ready(gateway)
         gateway.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -514,8 +526,6 @@ def serve_forever(settings: GatewaySettings) -> int:
 def _main(argv: list[str]) -> int:
     """``python -m server.gateway HOST PORT PACS_URL [MORE_NODE_URLS...]`` (credentials in
     the environment)."""
-    import os
-
     host, port, url, *more = argv
     connection = Connection(url, os.environ.get("VINDR_GATEWAY_USER") or None,
                             os.environ.get("VINDR_GATEWAY_PASSWORD") or None)
@@ -525,6 +535,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(_main(sys.argv[1:]))

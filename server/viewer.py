@@ -14,21 +14,17 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from .client import Connection
 from .errors import ServerError
-from .gateway import Gateway, GatewaySettings, start_gateway
+from .gateway import Gateway, GatewaySettings, serve_forever, spawn, start_gateway, terminate
 
 __all__ = [
     "Gateway",
@@ -143,7 +139,6 @@ def app_config() -> str:
 # --- running it -------------------------------------------------------------------------------
 
 STATE_FILE = "viewer.json"
-READY_TIMEOUT = 15.0
 
 
 def state_path() -> Path:
@@ -179,22 +174,7 @@ def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None
 def serve_foreground(settings: GatewaySettings,
                      on_ready: Callable[[Gateway], None] | None = None) -> int:
     """Run the viewer until Ctrl-C or SIGTERM; returns 0 on such a stop."""
-    gateway = Gateway(settings)
-
-    def _stop(signum: int, frame: object) -> None:
-        threading.Thread(target=gateway.shutdown, daemon=True).start()
-
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        if on_ready is not None:
-            on_ready(gateway)
-        gateway.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        gateway.server_close()
-    return 0
+    return serve_forever(settings, on_ready)
 
 
 def start_background(settings: GatewaySettings) -> tuple[int, str]:
@@ -212,26 +192,12 @@ def start_background(settings: GatewaySettings) -> tuple[int, str]:
             settings.upstream.url, settings.host, str(settings.port)]
     log_file = state_path().with_suffix(".log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as sink:
-        child = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                                 stderr=sink, start_new_session=True)
+    pid = spawn(args, env, settings.host, settings.port, log_file, "viewer")
     url = f"http://{settings.host}:{settings.port}"
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise ServerError(f"the viewer exited at once (code {child.returncode}); see {log_file}")
-        try:
-            with socket.create_connection((settings.host, settings.port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        child.kill()
-        raise ServerError(f"the viewer did not answer within {READY_TIMEOUT:.0f} s; see {log_file}")
     from converter.fileio import atomic_write
 
-    atomic_write(state_path(), json.dumps({"pid": child.pid, "url": url}) + "\n")
-    return child.pid, url
+    atomic_write(state_path(), json.dumps({"pid": pid, "url": url}) + "\n")
+    return pid, url
 
 
 def stop_background() -> bool:
@@ -242,18 +208,7 @@ def stop_background() -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     path.unlink(missing_ok=True)
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    if b"server.viewer" not in cmdline:  # the pid was reused by another program
-        return False
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(50):
-        if not Path(f"/proc/{pid}").exists():
-            break
-        time.sleep(0.1)
-    return True
+    return terminate(pid, "server.viewer")
 
 
 def _main(argv: list[str]) -> int:

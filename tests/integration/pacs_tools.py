@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from pacs_testdata import LoadedStudy
 from server import native
+from server.gateway import Gateway, GatewaySettings, start_gateway
 from server.client import Connection, OrthancClient
 from server.settings import Credentials, Modality, ServerSettings
 
@@ -80,6 +83,30 @@ class StorageSCP:
 # The PACS the session's tests run against: ``sqlite`` (one node) or ``cluster`` (a
 # PostgreSQL index and two nodes; `make test` runs the DIMSE/DICOMweb tests against both).
 TOPOLOGY = os.environ.get("VINDR_TEST_PACS", "sqlite")
+
+
+@contextmanager
+def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
+    """A gateway serving in a thread for the ``with`` block, then shut down."""
+    gateway, thread = start_gateway(settings)
+    try:
+        yield gateway
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        thread.join(timeout=5)
+
+
+def c_find_answers(assoc, query: Dataset, model: object) -> list[Dataset]:
+    """The identifiers a C-FIND on ``assoc`` answers (every status checked), then the
+    association is released."""
+    answers = []
+    for status, identifier in assoc.send_c_find(query, model):
+        assert status is not None and status.Status in (0x0000, 0xFF00, 0xFF01), status
+        if status.Status in (0xFF00, 0xFF01):
+            answers.append(identifier)
+    assoc.release()
+    return answers
 
 
 def pacs_settings(data_dir: Path, modalities: tuple[Modality, ...] = ()) -> ServerSettings:

@@ -31,7 +31,14 @@ from typer.testing import CliRunner
 
 from converter.manifest import read_manifest
 from pacs_testdata import Output, make_output
-from pacs_tools import PYNETDICOM_AET, SERVER_AET, free_port, free_ports, pacs_settings
+from pacs_tools import (
+    PYNETDICOM_AET,
+    SERVER_AET,
+    c_find_answers,
+    free_port,
+    free_ports,
+    pacs_settings,
+)
 from server import cluster, native, postgres, runtime
 from server.client import Connection, OrthancClient, dicomweb_client
 from server.errors import ServerError, SettingsError
@@ -336,12 +343,7 @@ def test_c_find_study_by_patient_id_on_node_2(loaded: Running) -> None:
     query.PatientID = study.patient_id
     query.StudyInstanceUID = ""
     query.StudyDescription = ""
-    answers = []
-    for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-        assert status is not None and status.Status in (0x0000, 0xFF00, 0xFF01), status
-        if status.Status in (0xFF00, 0xFF01):
-            answers.append(identifier)
-    assoc.release()
+    answers = c_find_answers(assoc, query, StudyRootQueryRetrieveInformationModelFind)
     assert [ds.StudyInstanceUID for ds in answers] == [study.study_uid]
     assert answers[0].StudyDescription == f"VinDr-Mammo-{study.split}"
 

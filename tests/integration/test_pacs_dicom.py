@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from pacs_testdata import LoadedStudy
-from pacs_tools import DCMTK_AET, PYNETDICOM_AET, SERVER_AET, Pacs, dcmtk, run
+from pacs_tools import DCMTK_AET, PYNETDICOM_AET, SERVER_AET, Pacs, c_find_answers, dcmtk, run
 from converter.manifest import read_manifest
 from server.settings import DEFAULT_LOADER_AET
 
@@ -108,13 +108,7 @@ def find(tool: str, pacs: Pacs, level: str, query: dict[str, str], tmp_path: Pat
     ds.QueryRetrieveLevel = level
     for key, value in query.items():
         setattr(ds, key, value)
-    answers = []
-    for status, identifier in assoc.send_c_find(ds, model):
-        assert status is not None and status.Status in (0x0000, 0xFF00, 0xFF01), status
-        if status.Status in (0xFF00, 0xFF01):
-            answers.append(identifier)
-    assoc.release()
-    return answers
+    return c_find_answers(assoc, ds, model)
 
 
 def values(answers: list[Dataset], keyword: str) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pacs_tools import Pacs, pacs_settings
+from pacs_tools import Pacs, pacs_settings, running_gateway
 from server import native, runtime
 from server.errors import ServerError
 
@@ -132,7 +132,7 @@ def test_the_system_orthanc_still_serves_when_another_is_the_default(
     """On Debian 12 the default is Debian 13's Orthanc; `--orthanc system` (1.10.1) must still
     load, answer QIDO through the gateway (forwarded: 1.10 does not list its index) and
     say what its index cannot do."""
-    from server.gateway import GatewaySettings, start_gateway
+    from server.gateway import GatewaySettings
     from server.load import load
     from server.settings import index_notes
 
@@ -140,20 +140,17 @@ def test_the_system_orthanc_still_serves_when_another_is_the_default(
     if system == pacs.server.runtime:
         pytest.skip(f"the system's Orthanc {system.version} is the default: tested throughout")
     server = native.start(pacs_settings(tmp_path / "orthanc"), runtime=system)
-    gateway, thread = start_gateway(GatewaySettings(None, server.connection,
-                                                    port=native.free_port()))
     try:
-        assert server.system.version == system.version
-        assert load(pacs.out, server.connection).ok
-        study = pacs.studies[0]
-        found = requests.get(f"{gateway.url}/dicom-web/instances?StudyInstanceUID="
-                             f"{study.study_uid}&ImageLaterality=L&ViewPosition=CC").json()
-        assert [i["00080018"]["Value"][0] for i in found] == [study.mg_uids["L", "CC"]]
-        if not system.indexes_extra_tags:
-            assert gateway.index_tags() is None
-            assert any("ExtraMainDicomTags" in note for note in index_notes(system.version))
+        with running_gateway(GatewaySettings(None, server.connection,
+                                             port=native.free_port())) as gateway:
+            assert server.system.version == system.version
+            assert load(pacs.out, server.connection).ok
+            study = pacs.studies[0]
+            found = requests.get(f"{gateway.url}/dicom-web/instances?StudyInstanceUID="
+                                 f"{study.study_uid}&ImageLaterality=L&ViewPosition=CC").json()
+            assert [i["00080018"]["Value"][0] for i in found] == [study.mg_uids["L", "CC"]]
+            if not system.indexes_extra_tags:
+                assert gateway.index_tags() is None
+                assert any("ExtraMainDicomTags" in note for note in index_notes(system.version))
     finally:
-        gateway.shutdown()
-        gateway.server_close()
-        thread.join(timeout=5)
         server.stop()

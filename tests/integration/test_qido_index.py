@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
-from pacs_tools import Pacs, free_port
+from pacs_tools import Pacs, free_port, running_gateway
 from server import qido
-from server.gateway import Gateway, GatewaySettings, start_gateway
+from server.gateway import Gateway, GatewaySettings
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,8 @@ UID_OF = {"studies": "0020000D", "series": "0020000E", "instances": "00080018"}
 
 @pytest.fixture(scope="module")
 def gateway(pacs: Pacs) -> Iterator[Gateway]:
-    server, thread = start_gateway(GatewaySettings(None, pacs.connection, port=free_port()))
-    try:
+    with running_gateway(GatewaySettings(None, pacs.connection, port=free_port())) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

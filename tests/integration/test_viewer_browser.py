@@ -30,10 +30,10 @@ from converter.naming import uid_to_hex
 from converter.pipeline import convert_release
 from converter.release import read_release
 from converter.synth import generate_release
-from pacs_tools import free_port, pacs_settings
+from pacs_tools import free_port, pacs_settings, running_gateway
 from server import native
 from server.load import load
-from server.viewer import viewer_settings, install_ohif, start_gateway
+from server.viewer import install_ohif, viewer_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,16 +120,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     assert result.ok
     exams, uids = _pick_exams(root / "release")
     server = native.start(pacs_settings(root / "orthanc"))
-    gateway = thread = None
     try:
         assert load(root / "out", server.connection).ok
-        gateway, thread = start_gateway(viewer_settings(ohif, server.connection, port=free_port()))
-        yield Site(gateway.url, exams, len(uids))
+        with running_gateway(viewer_settings(ohif, server.connection, port=free_port())) as gw:
+            yield Site(gw.url, exams, len(uids))
     finally:
-        if gateway is not None:
-            gateway.shutdown()
-            gateway.server_close()
-            thread.join(timeout=5)
         server.stop()
 
 

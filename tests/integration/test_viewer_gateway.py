@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from pacs_tools import Pacs, free_port
-from server.viewer import Gateway, viewer_settings, start_gateway
+from pacs_tools import Pacs, free_port, running_gateway
+from server.viewer import Gateway, viewer_settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +24,8 @@ def gateway(pacs: Pacs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
     (dist / "index.html").write_text("<html>OHIF stand-in</html>")
     (dist / "app-config.js").write_text("window.config = {};  // replaced by the gateway")
     (dist / "app.bundle.js").write_text("console.log('bundle');")
-    server, thread = start_gateway(viewer_settings(dist, pacs.connection, port=free_port()))
-    try:
+    with running_gateway(viewer_settings(dist, pacs.connection, port=free_port())) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _studies(pacs: Pacs) -> list[dict]:
@@ -113,11 +108,6 @@ def test_pacs_down_is_a_clear_502(pacs: Pacs, tmp_path: Path) -> None:
     from server.client import Connection
 
     dead = Connection(f"http://127.0.0.1:{free_port()}", "u", "p")
-    server, thread = start_gateway(viewer_settings(tmp_path, dead, port=free_port()))
-    try:
+    with running_gateway(viewer_settings(tmp_path, dead, port=free_port())) as server:
         answer = requests.get(server.url + "/dicom-web/studies")
         assert answer.status_code == 502 and "PACS unreachable" in answer.text
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
