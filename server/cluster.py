@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import native, postgres
@@ -42,13 +42,12 @@ def gateway_pid_file(data_dir: Path) -> Path:
 
 @dataclass
 class Cluster:
-    """A started PACS: the PostgreSQL server (or None), the nodes, the gateway's pid."""
+    """A started PACS: the nodes and the PostgreSQL server (or None); the gateway, when
+    started, is a detached process with its pid file in the data folder."""
 
     settings: ServerSettings
     nodes: list[native.NativeServer]
     postgres: postgres.PostgresServer | None = None
-    gateway_pid: int | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def first(self) -> native.NativeServer:
@@ -103,9 +102,8 @@ def start(settings: ServerSettings, runtime: Runtime | None = None,
             runtime = cluster.nodes[0].runtime  # every node runs the same build
         if gateway and settings.web_port:
             layout = native.Layout(settings.data_dir)
-            cluster.gateway_pid = start_detached(gateway_settings(settings),
-                                                 gateway_pid_file(settings.data_dir),
-                                                 layout.logs / "gateway.log")
+            start_detached(gateway_settings(settings), gateway_pid_file(settings.data_dir),
+                           layout.logs / "gateway.log")
     except BaseException:
         cluster.stop()
         raise

@@ -14,9 +14,9 @@ Never the system service nor ``/etc/orthanc``: each data folder gets its own
 Everything in it is private: folders mode 700, files 600. Orthanc runs with umask 077, so
 the DICOM files and the SQLite index it writes are 600 in 700 folders too.
 
-:func:`start` starts a server and waits until ``GET /system`` answers; :func:`serve` runs
-one in the foreground until Ctrl-C or SIGTERM; :func:`stop` stops one started in the
-background, from any process.
+:func:`start` starts a server and waits until ``GET /system`` answers; :func:`stop` stops
+the nodes running on a data folder, from any process (``serve`` in the foreground is
+:func:`server.engine.serve`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,50 +393,6 @@ def _wait_ready(
             f"Orthanc {system.version} started without its DICOMweb plugin{_log_tail(layout)}"
         )
     return system
-
-
-def serve(
-    settings: ServerSettings,
-    on_ready: Callable[[NativeServer], None] | None = None,
-    **start_options: Any,
-) -> int:
-    """Run Orthanc in the foreground until Ctrl-C or SIGTERM, then stop it cleanly.
-
-    Parameters
-    ----------
-    settings
-        What to start.
-    on_ready
-        Called once the server answers (e.g. to print its URLs).
-    start_options
-        Passed to :func:`start`.
-
-    Returns
-    -------
-    int
-        0 after a requested stop, else Orthanc's own exit code.
-    """
-
-    class _Stop(Exception):
-        pass
-
-    def _raise(signum: int, frame: object) -> None:
-        raise _Stop()
-
-    server = start(settings, **start_options)
-    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if on_ready is not None:
-            on_ready(server)
-        return server.wait()
-    except (_Stop, KeyboardInterrupt):
-        server.stop()
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if server.running():
-            server.stop()
 
 
 def nodes_of(data_dir: Path) -> list[int]:

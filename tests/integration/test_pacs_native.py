@@ -29,16 +29,19 @@ def test_foreground_serve_stops_cleanly(tmp_path: Path, signum: int) -> None:
         f"""
         import sys
         from pathlib import Path
-        from server import native
+        from server import engine
         from server.settings import Credentials, ServerSettings
+        from server.userconfig import ensure_credentials
+        ensure_credentials()
         settings = ServerSettings(
             data_dir=Path({str(settings.data_dir)!r}),
             credentials=Credentials("tester", "test-password-1"),
             http_port={settings.http_port},
             dicom_port={settings.dicom_port},
+            web_port=0,
         )
-        ready = lambda server: print("ready", server.pid, flush=True)
-        sys.exit(native.serve(settings, on_ready=ready))
+        ready = lambda info: print("ready", info.pid, flush=True)
+        sys.exit(engine.serve(settings, on_ready=ready))
         """
     )
     proc = subprocess.Popen(
