@@ -48,8 +48,8 @@ from requests.auth import HTTPBasicAuth  # noqa: E402
 
 from server import cluster, native  # noqa: E402
 from server.client import OrthancClient  # noqa: E402
-from server.load import load  # noqa: E402
-from server.settings import Credentials, Modality, ServerSettings  # noqa: E402
+from server.transfer.load import load  # noqa: E402
+from server.pacs.settings import Credentials, Modality, ServerSettings  # noqa: E402
 
 BENCH_AET = "BENCH"
 

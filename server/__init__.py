@@ -1,16 +1,26 @@
-"""The PACS side of vindr-dicom: run Orthanc, load a converted folder into it, verify it.
+"""The PACS side of vindr-dicom, in three subpackages for its three jobs.
 
-Modules follow the data flow: :mod:`server.settings` (one settings object -> Orthanc
-configuration), :mod:`server.userconfig` (per-user credentials file),
-:mod:`server.native` / :mod:`server.docker` (the two engines), :mod:`server.engine`
-(start/stop on either), :mod:`server.client` (REST client), :mod:`server.load` (send +
-check the objects of the converter's manifest, :mod:`converter.manifest`) and
-:mod:`server.verify` (fetch over DICOMweb + compare). It uses the converter library; the
-converter never uses it.
+- :mod:`server.pacs`: running the PACS. One settings object (``settings``) -> Orthanc's
+  configuration; which Orthanc build (``runtime``); the folders and files of a data folder
+  (``layout``); starting, watching and stopping processes (``processes``); an Orthanc node
+  (``orthanc``), its PostgreSQL index (``postgres``), the accounts (``accounts``), the
+  supervisor that runs them all and restarts what dies (``supervisor``), docker compose
+  (``docker``), and ``engine`` (serve/stop on either engine).
+- :mod:`server.front`: its HTTP front door. nginx in front of every node (``nginx``: accounts
+  checked by Orthanc, an allow-list of DICOMweb resources, the audit log), the code that runs
+  inside Orthanc (``plugin``: the per-account request filter and QIDO-RS from the index), and
+  the OHIF viewer's files (``viewer``).
+- :mod:`server.transfer`: moving data in and checking it: ``load`` (send the converter's
+  manifest), ``integrity`` (is a PACS copy the manifest's file) and ``verify`` (fetch over
+  DICOMweb and compare with the release).
+
+:mod:`server.client` (REST and DICOMweb clients), :mod:`server.userconfig` (the per-user
+credentials file) and :mod:`server.errors` serve all three. It uses the converter library;
+the converter never uses it.
 
 The public names below are loaded on first use, so importing one module (the command
-line's option defaults from :mod:`server.settings`, say) does not load the HTTP and DICOM
-client libraries.
+line's option defaults from :mod:`server.pacs.settings`, say) does not load the HTTP and
+DICOM client libraries.
 """
 
 from __future__ import annotations
@@ -25,16 +35,16 @@ _EXPORTS = {
     "SystemInfo": "client",
     "dicomweb_client": "client",
     "ServerError": "errors",
-    "LoadError": "load",
-    "LoadResult": "load",
-    "Credentials": "settings",
-    "Modality": "settings",
-    "ServerSettings": "settings",
-    "orthanc_config": "settings",
-    "StudyObjects": "verify",
-    "VerifyResult": "verify",
-    "fetch_studies": "verify",
-    "fetch_study": "verify",
+    "LoadError": "transfer.load",
+    "LoadResult": "transfer.load",
+    "Credentials": "pacs.settings",
+    "Modality": "pacs.settings",
+    "ServerSettings": "pacs.settings",
+    "orthanc_config": "pacs.settings",
+    "StudyObjects": "transfer.verify",
+    "VerifyResult": "transfer.verify",
+    "fetch_studies": "transfer.verify",
+    "fetch_study": "transfer.verify",
 }
 
 

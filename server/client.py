@@ -16,8 +16,8 @@ from typing import Any
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from .errors import ServerError
-from .settings import DICOMWEB_ROOT, parse_version
+from server.errors import ServerError
+from server.pacs.settings import DICOMWEB_ROOT, parse_version
 
 DEFAULT_TIMEOUT = 300.0
 # Studies per /tools/find request: one UID list match ("uid1\uid2...") asks for many.

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from converter.fileio import PRIVATE_FILE, atomic_write
 
-from .client import Connection
-from .errors import ServerError
-from .settings import DEFAULT_USERNAME, Credentials
+from server.client import Connection
+from server.errors import ServerError
+from server.pacs.settings import DEFAULT_USERNAME, Credentials
 
 ENV_VAR = "VINDR_DICOM_CONFIG"
 FORMAT_VERSION = 1

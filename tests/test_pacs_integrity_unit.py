@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from server.integrity import dataset_part, digest_file
+from server.transfer.integrity import dataset_part, digest_file
 
 
 def dicom_bytes(implementation_uid: str) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.settings import index_notes
+from server.pacs.settings import index_notes
 
 
 def test_orthanc_without_extra_main_dicom_tags_says_what_it_costs() -> None:

@@ -24,11 +24,12 @@ from converter.pipeline import ConversionResult, convert_release
 from converter.release import BREAST_CSV
 from converter.synth import generate_release
 from converter.validate import ValidationReport, validate_output
-from server import engine, native
+from server.pacs import engine
+from server.pacs import orthanc as native
 from server.client import Connection, dicomweb_client
 from server.errors import ServerError
-from server.load import LoadResult, load
-from server.settings import (
+from server.transfer.load import LoadResult, load
+from server.pacs.settings import (
     DEFAULT_DICOM_PORT,
     DEFAULT_HTTP_PORT,
     DEFAULT_WEB_PORT,
@@ -36,7 +37,7 @@ from server.settings import (
     ServerSettings,
 )
 from server.userconfig import config_path, load_user_config
-from server.verify import VerifyResult, verify
+from server.transfer.verify import VerifyResult, verify
 
 DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
 DEMO_AET_PORT = 11113  # where it would receive a C-MOVE
@@ -189,7 +190,7 @@ def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int 
 
 def start_viewer(connection: Connection) -> tuple[str, str | None]:
     """The OHIF viewer on this PACS, in the background (port 3000, else a free one)."""
-    from server import viewer
+    from server.front import viewer
 
     ohif = viewer.install_ohif()
     port = VIEWER_PORT if not native.port_in_use(VIEWER_PORT) else native.free_port()

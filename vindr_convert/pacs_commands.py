@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.table import Table
 
-from server.settings import (
+from server.pacs.settings import (
     DEFAULT_AET,
     DEFAULT_DICOM_PORT,
     DEFAULT_HTTP_PORT,
@@ -27,8 +27,8 @@ from .console import err, fail, list_problems, progress_bar, reported_errors
 from .console import out
 
 if TYPE_CHECKING:
-    from server.engine import ServerInfo
-    from server.verify import VerifyResult
+    from server.pacs.engine import ServerInfo
+    from server.transfer.verify import VerifyResult
 
 # Problem codes of `verify`, in the order its table lists them.
 VERIFY_CHECKS = {
@@ -140,7 +140,7 @@ def serve(
 ) -> None:
     """Run the Orthanc PACS (foreground until Ctrl-C, or --background)."""
     with reported_errors():
-        from server import engine
+        from server.pacs import engine
 
         notes: list[str] = []
         settings = engine.make_settings(
@@ -178,7 +178,7 @@ def install_orthanc(
     default. Needs debootstrap and root privileges (sudo) to build, none to run.
     """
     with reported_errors():
-        from server import runtime
+        from server.pacs import runtime
 
         if if_needed and not force:
             try:
@@ -210,7 +210,7 @@ def stop(
 ) -> None:
     """Stop a PACS started with `serve --background`."""
     with reported_errors():
-        from server import engine
+        from server.pacs import engine
 
         stopped = engine.stop(data)
     if not stopped:
@@ -238,7 +238,7 @@ def load(
     A cluster is loaded through all its nodes; a node that goes down gets no more work.
     """
     with reported_errors():
-        from server.load import load as load_output
+        from server.transfer.load import load as load_output
         from server.userconfig import load_user_config, resolve_connection
 
         connection = resolve_connection(url[0] if url else None, user, password)
@@ -287,14 +287,14 @@ def verify(
     """Check over DICOMweb that the PACS serves every study of a converted folder."""
     with reported_errors():
         from server.userconfig import resolve_connection
-        from server.verify import verify as verify_output
+        from server.transfer.verify import verify as verify_output
 
         connection = resolve_connection(url, user, password)
         with progress_bar("verify") as progress:
             result = verify_output(src, output, connection, workers=workers, progress=progress)
     _print_verify_table(result)
     if not result.ok:
-        from server.verify import describe
+        from server.transfer.verify import describe
 
         list_problems(map(describe, result.problems), len(result.problems))
         fail("the PACS does not match the converted folder")
@@ -333,7 +333,7 @@ def view(
 ) -> None:
     """Show the PACS in the OHIF web viewer, boxes drawn (foreground until Ctrl-C)."""
     with reported_errors():
-        from server import viewer
+        from server.front import viewer
         from server.userconfig import resolve_connection
 
         if stop_it:
@@ -355,7 +355,7 @@ def view(
 
 
 def _print_viewer(address: str, connection) -> None:
-    from server.viewer import exam_urls
+    from server.front.viewer import exam_urls
 
     study_list, exam = exam_urls(address, connection)
     out.print(f"[bold green]viewer ready[/] (OHIF, PACS {connection.url})")

@@ -28,10 +28,12 @@ from pacs_tools import (
     free_ports,
     pacs_settings,
 )
-from server import cluster, native, runtime
+from server.pacs import supervisor as cluster
+from server.pacs import orthanc as native
+from server.pacs import runtime
 from server.client import OrthancClient
-from server.load import load
-from server.settings import Modality
+from server.transfer.load import load
+from server.pacs.settings import Modality
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,10 +15,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from pacs_testdata import LoadedStudy
-from server import native
-from server.gateway import Gateway, GatewaySettings, start_gateway
+from server.pacs import orthanc as native
+from server.front.gateway import Gateway, GatewaySettings, start_gateway
 from server.client import Connection, OrthancClient
-from server.settings import Credentials, Modality, ServerSettings
+from server.pacs.settings import Credentials, Modality, ServerSettings
 
 SERVER_AET = "VINDR-TEST"
 DCMTK_AET = "DCMTK"

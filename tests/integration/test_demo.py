@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from server import engine, viewer
+from server.pacs import engine
+
+from server.front import viewer
 from vindr_convert.demo import run_demo
 
 pytestmark = pytest.mark.integration

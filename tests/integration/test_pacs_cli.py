@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pacs_tools import Pacs, free_port
 from converter.errors import EXIT_UNUSABLE
-from server import docker
+from server.pacs import docker
 from vindr_convert.pacs_commands import VERIFY_CHECKS, register
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def test_serve_in_the_foreground_runs_everything_and_stops_it_all(tmp_path: Path
 
     import requests
 
-    from server import native
+    from server.pacs import orthanc as native
 
     data = tmp_path / "pacs"
     http, dicom, web = native.free_ports(1), native.free_ports(1), native.free_ports(1)

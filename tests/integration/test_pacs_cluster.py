@@ -39,13 +39,16 @@ from pacs_tools import (
     free_ports,
     pacs_settings,
 )
-from server import cluster, native, postgres, runtime
+from server.pacs import supervisor as cluster
+from server.pacs import orthanc as native
+from server.pacs import postgres
+from server.pacs import runtime
 from server.client import Connection, OrthancClient, dicomweb_client
 from server.errors import ServerError, SettingsError
-from server.load import METHODS, LoadResult, RestSender, load
-from server.settings import Modality, ServerSettings
+from server.transfer.load import METHODS, LoadResult, RestSender, load
+from server.pacs.settings import Modality, ServerSettings
 from server.userconfig import ENV_VAR, UserConfig, save_user_config
-from server.verify import verify
+from server.transfer.verify import verify
 from vindr_convert.pacs_commands import register
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from server import docker, engine
+from server.pacs import docker
+
+from server.pacs import engine
 from server.errors import SettingsError
-from server.settings import (
+from server.pacs.settings import (
     Credentials,
     Modality,
     ServerSettings,

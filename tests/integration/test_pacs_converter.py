@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pacs_tools import Pacs
-from server.load import load
-from server.verify import describe, verify
+from server.transfer.load import load
+from server.transfer.verify import describe, verify
 
 pytestmark = pytest.mark.integration
 

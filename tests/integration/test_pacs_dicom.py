@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (
 from pacs_testdata import LoadedStudy
 from pacs_tools import DCMTK_AET, PYNETDICOM_AET, SERVER_AET, Pacs, c_find_answers, dcmtk, run
 from converter.manifest import read_manifest
-from server.settings import DEFAULT_LOADER_AET
+from server.pacs.settings import DEFAULT_LOADER_AET
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from pynetdicom.sop_class import Verification
 
 from converter.manifest import read_manifest
 from pacs_tools import ELSEWHERE_AET, ELSEWHERE_HOST, PYNETDICOM_AET, SERVER_AET, Pacs
-from server import native
-from server.settings import DEFAULT_LOADER_AET
+from server.pacs import orthanc as native
+from server.pacs.settings import DEFAULT_LOADER_AET
 
 pytestmark = pytest.mark.integration
 

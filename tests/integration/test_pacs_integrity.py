@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from converter.manifest import ManifestRow, read_manifest
 from pacs_testdata import make_output
 from pacs_tools import Pacs
-from server.load import METHODS, load
-from server.verify import verify
+from server.transfer.load import METHODS, load
+from server.transfer.verify import verify
 from vindr_convert.pacs_commands import register
 
 pytestmark = pytest.mark.integration

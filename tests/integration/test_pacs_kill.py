@@ -16,9 +16,9 @@ import pytest
 from converter.manifest import read_manifest
 from pacs_testdata import Output, make_output
 from pacs_tools import pacs_settings
-from server import native
+from server.pacs import orthanc as native
 from server.client import Connection, OrthancClient
-from server.verify import verify
+from server.transfer.verify import verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ REPO = Path(__file__).parents[2]
 # tiny: unslowed, the whole load takes less time than it takes to notice it has started).
 SLOW_LOAD = """
 import runpy, sys, time
-from server.load import RestSender
+from server.transfer.load import RestSender
 send = RestSender.send
 def slow_send(self, entry, path):
     time.sleep(0.15)

@@ -9,9 +9,9 @@ import pytest
 
 from pacs_testdata import make_output
 from pacs_tools import Pacs, pacs_settings
-from server import native
+from server.pacs import orthanc as native
 from server.client import Connection
-from server.load import ALREADY, METHODS, RestSender, load
+from server.transfer.load import ALREADY, METHODS, RestSender, load
 from converter.manifest import ManifestRow, read_manifest
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from pacs_tools import Pacs, pacs_settings, running_gateway
-from server import native, runtime
+from server.pacs import orthanc as native
+from server.pacs import runtime
 from server.errors import ServerError
 
 pytestmark = pytest.mark.integration
@@ -29,8 +30,8 @@ def test_foreground_serve_stops_cleanly(tmp_path: Path, signum: int) -> None:
         f"""
         import sys
         from pathlib import Path
-        from server import engine
-        from server.settings import Credentials, ServerSettings
+        from server.pacs import engine
+        from server.pacs.settings import Credentials, ServerSettings
         from server.userconfig import ensure_credentials
         ensure_credentials()
         settings = ServerSettings(
@@ -135,9 +136,9 @@ def test_the_system_orthanc_still_serves_when_another_is_the_default(
     """On Debian 12 the default is Debian 13's Orthanc; `--orthanc system` (1.10.1) must still
     load, answer QIDO through the gateway (forwarded: 1.10 does not list its index) and
     say what its index cannot do."""
-    from server.gateway import GatewaySettings
-    from server.load import load
-    from server.settings import index_notes
+    from server.front.gateway import GatewaySettings
+    from server.transfer.load import load
+    from server.pacs.settings import index_notes
 
     system = runtime.system_runtime()
     if system == pacs.server.runtime:

@@ -16,9 +16,9 @@ from pacs_testdata import hex_id, make_output
 from pacs_tools import Pacs
 from server.client import dicomweb_client
 from server.errors import ServerError
-from server.load import load
+from server.transfer.load import load
 from converter.manifest import read_manifest, write_manifest
-from server.verify import describe, fetch_study, verify
+from server.transfer.verify import describe, fetch_study, verify
 
 pytestmark = pytest.mark.integration
 

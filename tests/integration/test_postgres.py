@@ -29,7 +29,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from server import postgres
+from server.pacs import postgres
 from server.errors import ServerError
 
 pytestmark = pytest.mark.integration

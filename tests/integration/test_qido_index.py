@@ -17,8 +17,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from pacs_tools import Pacs, free_port, running_gateway
-from server import qido
-from server.gateway import Gateway, GatewaySettings
+from server.front.plugin import qido
+from server.front.gateway import Gateway, GatewaySettings
 
 pytestmark = pytest.mark.integration
 

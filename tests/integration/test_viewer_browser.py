@@ -31,9 +31,9 @@ from converter.pipeline import convert_release
 from converter.release import read_release
 from converter.synth import generate_release
 from pacs_tools import free_port, pacs_settings, running_gateway
-from server import native
-from server.load import load
-from server.viewer import install_ohif, viewer_settings
+from server.pacs import orthanc as native
+from server.transfer.load import load
+from server.front.viewer import install_ohif, viewer_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from pacs_tools import Pacs, free_port, running_gateway
-from server.viewer import Gateway, viewer_settings
+from server.front.viewer import Gateway, viewer_settings
 
 pytestmark = pytest.mark.integration
 

@@ -36,9 +36,9 @@ from converter.manifest import KINDS, ManifestRow, read_manifest
 from converter.naming import patient_id as exam_patient_id
 from converter.records import Problem, ProgressCallback
 
-from .client import Connection, HeldInstance, OrthancClient, dicomweb_client
-from .errors import ServerError
-from .integrity import compare_copy, digest_file, manifest_mismatch
+from server.client import Connection, HeldInstance, OrthancClient, dicomweb_client
+from server.errors import ServerError
+from server.transfer.integrity import compare_copy, digest_file, manifest_mismatch
 
 RETRY_ATTEMPTS = 4
 RETRIABLE_STATUS = (429, 502, 503, 504)

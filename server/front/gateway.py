@@ -39,9 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import qido
-from .client import Connection
-from .errors import ServerError
+from server.front.plugin import qido
+from server.client import Connection
+from server.errors import ServerError
 
 DICOMWEB = "/dicom-web/"
 PROXIED = (DICOMWEB, "/wado")
@@ -455,7 +455,7 @@ def spawn(args: list[str], env: dict[str, str], host: str, port: int, log_file: 
 def terminate(pid: int, module: str) -> bool:
     """SIGTERM ``pid`` if it still runs ``python -m <module>`` (a pid file can outlive its
     process and the pid be reused), and wait until it is gone; False when it was not."""
-    from .native import zombie
+    from server.pacs.orthanc import zombie
 
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -484,7 +484,7 @@ def start_detached(settings: GatewaySettings, pid_file: Path, log_file: Path) ->
     stop_detached(pid_file)
     env = dict(os.environ, VINDR_GATEWAY_USER=settings.upstream.username or "",
                VINDR_GATEWAY_PASSWORD=settings.upstream.password or "")
-    args = [sys.executable, "-m", "server.gateway", settings.host, str(settings.port),
+    args = [sys.executable, "-m", "server.front.gateway", settings.host, str(settings.port),
             settings.upstream.url, *settings.more_upstreams]
     pid = spawn(args, env, settings.host, settings.port, log_file, "gateway")
     atomic_write(pid_file, f"{pid}\n", mode=PRIVATE_FILE, fsync=False)
@@ -498,7 +498,7 @@ def stop_detached(pid_file: Path) -> bool:
     except (OSError, ValueError):
         return False
     Path(pid_file).unlink(missing_ok=True)
-    return terminate(pid, "server.gateway")
+    return terminate(pid, "server.front.gateway")
 
 
 def serve_forever(settings: GatewaySettings,

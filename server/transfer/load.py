@@ -50,10 +50,10 @@ from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
 from converter.records import ProgressCallback
 
-from .client import Connection, HeldInstance, OrthancClient, OrthancError, SystemInfo
-from .errors import ServerError
-from .integrity import compare_copy, digest_file, manifest_mismatch
-from .settings import DEFAULT_LOADER_AET, DICOMWEB_ROOT
+from server.client import Connection, HeldInstance, OrthancClient, OrthancError, SystemInfo
+from server.errors import ServerError
+from server.transfer.integrity import compare_copy, digest_file, manifest_mismatch
+from server.pacs.settings import DEFAULT_LOADER_AET, DICOMWEB_ROOT
 
 Method = Literal["rest", "stow", "cstore"]
 METHODS: tuple[str, ...] = ("rest", "stow", "cstore")

@@ -19,12 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import native, postgres
-from .client import Connection
-from .errors import ServerError
-from .gateway import GatewaySettings, start_detached, stop_detached
-from .runtime import Runtime
-from .settings import ServerSettings
+from server.pacs import orthanc as native
+
+from server.pacs import postgres
+from server.client import Connection
+from server.errors import ServerError
+from server.front.gateway import GatewaySettings, start_detached, stop_detached
+from server.pacs.runtime import Runtime
+from server.pacs.settings import ServerSettings
 
 # Connections each node keeps to PostgreSQL (the server admits 100, server.postgres).
 INDEX_CONNECTIONS_PER_NODE = 8

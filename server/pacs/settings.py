@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import SettingsError
+from server.errors import SettingsError
 
 Engine = Literal["native", "docker"]
 ENGINES: tuple[str, ...] = ("native", "docker")

@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cluster, docker
-from .errors import ServerError
-from .settings import (
+from server.pacs import supervisor as cluster
+
+from server.pacs import docker
+from server.errors import ServerError
+from server.pacs.settings import (
     DEFAULT_AET,
     DEFAULT_DICOM_PORT,
     DEFAULT_HTTP_PORT,
@@ -26,7 +28,7 @@ from .settings import (
     exposure_notes,
     index_notes,
 )
-from .userconfig import (
+from server.userconfig import (
     config_path,
     default_data_dir,
     ensure_credentials,

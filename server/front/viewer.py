@@ -22,9 +22,9 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from .client import Connection
-from .errors import ServerError
-from .gateway import Gateway, GatewaySettings, serve_forever, spawn, start_gateway, terminate
+from server.client import Connection
+from server.errors import ServerError
+from server.front.gateway import Gateway, GatewaySettings, serve_forever, spawn, start_gateway, terminate
 
 __all__ = [
     "Gateway",
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 def default_ohif_dir(version: str = OHIF_VERSION) -> Path:
     """Where ``install_ohif`` puts the build: ``$XDG_DATA_HOME/vindr-dicom/ohif/<version>``."""
-    from .userconfig import data_home
+    from server.userconfig import data_home
 
     return data_home() / "ohif" / version
 
@@ -132,7 +132,7 @@ def viewer_settings(ohif_dir: Path, upstream: Connection, host: str = "127.0.0.1
 def app_config() -> str:
     """OHIF's ``app-config.js`` (``server/resources/ohif-app-config.js``): the gateway as its
     one data source, the mammography hanging protocol, the box labels."""
-    template = resources.files("server") / "resources" / "ohif-app-config.js"
+    template = resources.files("server.front") / "resources" / "ohif-app-config.js"
     return template.read_text(encoding="utf-8")
 
 
@@ -144,7 +144,7 @@ STATE_FILE = "viewer.json"
 def state_path() -> Path:
     """Where a background viewer records its pid and URL: beside the per-user server file
     (``$VINDR_DICOM_CONFIG`` moves both)."""
-    from .userconfig import config_path
+    from server.userconfig import config_path
 
     return config_path().with_name(STATE_FILE)
 
@@ -155,7 +155,7 @@ def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None
     The annotated exam is found through Orthanc's index (``/tools/find``, a SEG series:
     only annotated images have one), which stays fast on a whole archive.
     """
-    from .client import OrthancClient, OrthancError
+    from server.client import OrthancClient, OrthancError
 
     study_list = gateway_url + "/"
     client = OrthancClient.connect(connection, timeout=30)
@@ -188,7 +188,7 @@ def start_background(settings: GatewaySettings) -> tuple[int, str]:
                           "`vindr-convert view --install` (needs npm)")
     env = dict(os.environ, VINDR_VIEWER_USER=settings.upstream.username or "",
                VINDR_VIEWER_PASSWORD=settings.upstream.password or "")
-    args = [sys.executable, "-m", "server.viewer", str(settings.ohif_dir),
+    args = [sys.executable, "-m", "server.front.viewer", str(settings.ohif_dir),
             settings.upstream.url, settings.host, str(settings.port)]
     log_file = state_path().with_suffix(".log")
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ def stop_background() -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     path.unlink(missing_ok=True)
-    return terminate(pid, "server.viewer")
+    return terminate(pid, "server.front.viewer")
 
 
 def _main(argv: list[str]) -> int:

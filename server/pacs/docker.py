@@ -38,8 +38,8 @@ from typing import Any
 
 from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
 
-from .errors import ServerError, SettingsError
-from .settings import LOOPBACK, ServerSettings, check_port, is_loopback, orthanc_config
+from server.errors import ServerError, SettingsError
+from server.pacs.settings import LOOPBACK, ServerSettings, check_port, is_loopback, orthanc_config
 
 ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
 ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE (PostgreSQL plugin 7.2)
@@ -50,8 +50,8 @@ ORTHANC_NODES = ("orthanc-1", "orthanc-2")
 # docker/docker-compose.yml and docker/nginx.conf of the repository, shipped inside the
 # package (symbolic links in the source tree, copies in a wheel), so that an installed
 # package finds them too.
-COMPOSE_TEMPLATE = Path(str(resources.files("server") / "resources" / "docker-compose.yml"))
-NGINX_TEMPLATE = Path(str(resources.files("server") / "resources" / "nginx.conf"))
+COMPOSE_TEMPLATE = Path(str(resources.files("server.pacs") / "resources" / "docker-compose.yml"))
+NGINX_TEMPLATE = Path(str(resources.files("server.pacs") / "resources" / "nginx.conf"))
 CONTAINER_HTTP_PORT = 8042  # fixed inside the containers; the compose file maps them
 CONTAINER_DICOM_PORT = 4242
 # Connections each node opens to PostgreSQL, all at start (the plugin's default is 50: two

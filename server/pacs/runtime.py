@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ServerError
-from .settings import EXTRA_MAIN_DICOM_TAGS_SINCE, ORTHANC_CHOICES, parse_version
-from .userconfig import data_home
+from server.errors import ServerError
+from server.pacs.settings import EXTRA_MAIN_DICOM_TAGS_SINCE, ORTHANC_CHOICES, parse_version
+from server.userconfig import data_home
 
 CHOICES = ORTHANC_CHOICES
 

@@ -34,11 +34,11 @@ from typing import Any
 
 from converter.fileio import PRIVATE_DIR, PRIVATE_FILE, atomic_write, private_dir
 
-from . import runtime as runtimes
-from .client import Connection, OrthancClient, OrthancError, SystemInfo
-from .errors import ServerError
-from .runtime import DICOMWEB_PLUGIN, POSTGRESQL_PLUGIN, Runtime
-from .settings import ServerSettings, orthanc_config
+from server.pacs import runtime as runtimes
+from server.client import Connection, OrthancClient, OrthancError, SystemInfo
+from server.errors import ServerError
+from server.pacs.runtime import DICOMWEB_PLUGIN, POSTGRESQL_PLUGIN, Runtime
+from server.pacs.settings import ServerSettings, orthanc_config
 
 POSTGRESQL_HINT = "apt-get install -y --no-install-recommends orthanc-postgresql"
 READY_TIMEOUT = 30.0

@@ -46,7 +46,7 @@ from typing import Any
 
 from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
 
-from .errors import ServerError
+from server.errors import ServerError
 
 PG_ROOT = Path("/usr/lib/postgresql")
 INSTALL_HINT = "apt-get install -y --no-install-recommends postgresql"

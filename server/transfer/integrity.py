@@ -21,7 +21,7 @@ from pathlib import Path
 from converter.fileio import hash_file
 from converter.manifest import ManifestRow
 
-from .client import HeldInstance, OrthancClient
+from server.client import HeldInstance, OrthancClient
 
 # VRs whose explicit-VR element header has a 2-byte reserved field and a 4-byte length.
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
