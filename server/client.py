@@ -223,6 +223,14 @@ class OrthancClient:
         """The stored DICOM file, byte for byte (``GET /instances/{id}/file``)."""
         return self._request("GET", f"/instances/{orthanc_id}/file").content
 
+    def put_modality(self, name: str, entry: Mapping[str, Any]) -> None:
+        """``PUT /modalities/{name}``: Orthanc knows a DICOM node (until it restarts)."""
+        self._request("PUT", f"/modalities/{name}", json=dict(entry))
+
+    def delete_modality(self, name: str) -> None:
+        """``DELETE /modalities/{name}``."""
+        self._request("DELETE", f"/modalities/{name}")
+
     def delete_instance(self, orthanc_id: str) -> None:
         """``DELETE /instances/{id}``."""
         self._request("DELETE", f"/instances/{orthanc_id}")

@@ -17,6 +17,10 @@ The file is ``$VINDR_DICOM_CONFIG`` when set, else
       "nodes": ["http://127.0.0.1:8042"],
       "web_url": "http://127.0.0.1:8050"
     }
+
+``username`` and ``password`` are the PACS's admin account: only this file and the data
+folder's Orthanc configuration hold them. ``web_url`` is the front door (DICOMweb and the
+viewer, for every account); ``url`` and ``nodes`` are Orthanc's own ports, the admin's.
 """
 
 from __future__ import annotations
@@ -42,17 +46,6 @@ def config_path() -> Path:
         return Path(os.environ[ENV_VAR]).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "vindr-dicom" / "server.json"
-
-
-def data_home() -> Path:
-    """The project's data folder: ``${XDG_DATA_HOME:-~/.local/share}/vindr-dicom``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "vindr-dicom"
-
-
-def default_data_dir() -> Path:
-    """Default PACS data folder: ``${XDG_DATA_HOME:-~/.local/share}/vindr-dicom/orthanc``."""
-    return data_home() / "orthanc"
 
 
 @dataclass(frozen=True)

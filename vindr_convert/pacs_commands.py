@@ -78,20 +78,19 @@ class MethodChoice(str, enum.Enum):
 def _print_ready(info: ServerInfo) -> None:
     nodes = len(info.node_urls)
     shape = f"{info.index} index" + (f", {nodes} nodes" if nodes > 1 else "")
+    reach = "every interface (--remote)" if info.remote else "this machine only"
     out.print(f"[bold green]PACS ready[/] ({info.engine}, Orthanc {info.version}, {shape}, "
               f"data {info.data_dir})")
-    out.print(f"  REST        {info.url}/" + ("  (node 1; node N on the next ports)"
-                                              if nodes > 1 else ""))
-    out.print(f"  Explorer    {info.url}/app/explorer.html")
-    if info.web_url:
-        out.print(f"  DICOMweb    {info.web_url}/dicom-web/  (searches from the index; "
-                  "this machine only, no credentials)")
-        out.print(f"  DICOMweb    {info.dicomweb_url}/  (Orthanc's plugin, with credentials)")
-    else:
-        out.print(f"  DICOMweb    {info.dicomweb_url}/")
+    out.print(f"  Front door  {info.web_url}/  DICOMweb {info.web_url}/dicom-web/ and the "
+              f"viewer, for every account; {reach}")
+    out.print(f"  Orthanc     {info.url}/  the admin's REST API and Explorer"
+              + (" (node 1; node N on the next ports)" if nodes > 1 else "")
+              + "; this machine only")
     out.print(f"  DICOM       AET {info.aet}, port {info.dicom_port}"
               + (f"..{info.dicom_port + nodes - 1}" if nodes > 1 else ""))
-    out.print(f"  Credentials user {info.username!r}, password in {info.credentials_file}")
+    out.print(f"  Admin       user {info.username!r}, password in {info.credentials_file}")
+    out.print("  Accounts    `vindr-convert users add NAME --password-stdin` (read-only; "
+              "--write to store)" + (f"; audit log {info.audit_log}" if info.audit_log else ""))
     for note in info.notes:
         out.print(f"  Note: {note}", highlight=False)
 
@@ -109,7 +108,12 @@ def serve(
     modality: list[str] = typer.Option(
         [], "--modality", help="Allowed DICOM node AET@HOST:PORT (repeat)."
     ),
-    remote: bool = typer.Option(False, "--remote", help="Serve HTTP beyond this machine."),
+    remote: bool = typer.Option(
+        False, "--remote", help="Serve the front door (DICOMweb, viewer) beyond this machine."),
+    hostname: list[str] = typer.Option(
+        [], "--hostname", metavar="NAME",
+        help="A name clients reach the front door by, besides this machine's (repeat); "
+        "requests naming another Host are refused."),
     listen: str = typer.Option(
         LOOPBACK, "--listen", metavar="ADDRESS",
         help="Accept DICOM peers beyond this machine (0.0.0.0 or one of its addresses); "
@@ -134,11 +138,15 @@ def serve(
     ),
     web_port: int = typer.Option(
         DEFAULT_WEB_PORT, "--web-port",
-        help="The gateway's port: DICOMweb with searches answered from the index, spread "
-        "over the nodes (0: none).",
+        help="The front door's port: DICOMweb (searches from the index) and the viewer, "
+        "for every account, spread over the nodes.",
     ),
 ) -> None:
-    """Run the Orthanc PACS (foreground until Ctrl-C, or --background)."""
+    """Run the Orthanc PACS (foreground until Ctrl-C, or --background).
+
+    A supervisor starts the index, the node(s) and the front door, restarts a part that
+    dies, and stops them all on Ctrl-C, SIGTERM or `vindr-convert stop`.
+    """
     with reported_errors():
         from server.pacs import engine
 
@@ -156,11 +164,13 @@ def serve(
             index=index.value,
             nodes=nodes,
             web_port=web_port,
+            hostnames=hostname,
             notes=notes,
         )
         for note in notes:
             out.print(f"Note: {note}", highlight=False)
-        code = engine.serve(settings, background=background, on_ready=_print_ready)
+        code = engine.serve(settings, background=background, on_ready=_print_ready,
+                            say=lambda line: err.print(f"[dim]{line}[/]", highlight=False))
     if code != 0:
         fail(f"the {engine_choice.value} server exited with code {code}")
 
@@ -208,7 +218,7 @@ def stop(
         None, "--data", help="Data folder (default: the last one served)."
     ),
 ) -> None:
-    """Stop a PACS started with `serve --background`."""
+    """Stop the PACS (every part of it), wherever `serve` runs."""
     with reported_errors():
         from server.pacs import engine
 
@@ -216,6 +226,28 @@ def stop(
     if not stopped:
         fail("no PACS was running there")
     out.print("PACS stopped")
+
+
+def status(
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Data folder (default: the last one served)."
+    ),
+) -> None:
+    """Say whether the PACS runs, part by part (exit 1 when a part is not up)."""
+    with reported_errors():
+        from server.pacs import engine
+
+        health = engine.status(data)
+    table = Table(title="PACS parts")
+    for column in ("part", "state", "pid", "restarts", "last exit"):
+        table.add_column(column)
+    for part in health.parts:
+        table.add_row(part.name, part.state, str(part.pid or ""), str(part.restarts),
+                      part.last_exit)
+    out.print(table)
+    if health.problem:
+        fail(health.problem)
+    out.print("PACS up")
 
 def load(
     output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
@@ -253,7 +285,8 @@ def load(
             out.print(f"loading through {count} nodes, {workers} workers", highlight=False)
         with progress_bar("load") as progress:
             result = load_output(output, connection, nodes=nodes, method=method.value,
-                                 workers=workers, progress=progress)
+                                 workers=workers, progress=progress,
+                                 watch=_watch_of(connection.url))
     for line in result.replaced:
         out.print(f"  {line}", highlight=False)
     if len(result.nodes) > 1:
@@ -273,6 +306,22 @@ def load(
     if not result.ok:
         list_problems(map(str, result.errors), len(result.errors))
         fail("load incomplete: re-run the same command to send what is missing")
+
+def _watch_of(url: str):
+    """A look at the health of the PACS ``url`` belongs to, when ``serve`` recorded it
+    here (its supervisor's status file); None otherwise."""
+    from server.pacs import supervisor
+    from server.userconfig import load_user_config
+
+    stored = load_user_config()
+    if stored is None or not stored.data_dir or stored.engine != "native":
+        return None
+    ours = {u.rstrip("/") for u in [stored.url or "", *(stored.nodes or [])]}
+    if url.rstrip("/") not in ours:
+        return None
+    data_dir = Path(stored.data_dir)
+    return lambda: supervisor.health(data_dir).load_problem()
+
 
 def verify(
     src: Path = typer.Argument(..., help="Original VinDr-Mammo release folder."),
@@ -318,56 +367,57 @@ def demo(
 
 
 def view(
-    port: int = typer.Option(3000, "--port", help="The viewer's port (loopback)."),
-    url: Optional[str] = typer.Option(
-        None, "--url", help="Orthanc URL (default: from the credentials file)."
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="The PACS's data folder (default: the last one served)."
     ),
-    user: Optional[str] = typer.Option(None, "--user", help="HTTP user."),
-    password: Optional[str] = typer.Option(None, "--password", help="HTTP password."),
     ohif: Optional[Path] = typer.Option(
         None, "--ohif", help="OHIF build folder (default: ~/.local/share/vindr-dicom/ohif/VERSION)."
     ),
     install: bool = typer.Option(False, "--install", help="Fetch the OHIF build (npm) and exit."),
-    background: bool = typer.Option(False, "--background", help="Start and return."),
-    stop_it: bool = typer.Option(False, "--stop", help="Stop a viewer started with --background."),
+    remove: bool = typer.Option(False, "--remove", help="Stop serving the viewer."),
 ) -> None:
-    """Show the PACS in the OHIF web viewer, boxes drawn (foreground until Ctrl-C)."""
+    """Serve the OHIF web viewer from the PACS's front door, boxes drawn, and print its URL.
+
+    Nothing more runs: the front serves OHIF's files after the browser logs in with an
+    account (HTTP Basic), on the same port as the DICOMweb it reads.
+    """
     with reported_errors():
         from server.front import viewer
-        from server.userconfig import resolve_connection
+        from server.pacs import engine
+        from server.userconfig import load_user_config, resolve_connection
 
-        if stop_it:
-            out.print("viewer stopped" if viewer.stop_background() else "no viewer was running")
+        data_dir = engine.stored_data_dir(data)
+        if remove:
+            out.print("viewer removed from the front" if viewer.disable(data_dir)
+                      else "the front served no viewer")
             return
         with err.status("fetching the OHIF viewer (npm pack)..."):
             ohif_dir = viewer.install_ohif(ohif)
         if install:
             out.print(f"OHIF {viewer.OHIF_VERSION} in {ohif_dir}")
             return
-        connection = resolve_connection(url, user, password)
-        settings = viewer.viewer_settings(ohif_dir, connection, port=port)
-        if background:
-            _, address = viewer.start_background(settings)
-            _print_viewer(address, connection)
-            out.print("Stop it with: vindr-convert view --stop")
-            return
-        viewer.serve_foreground(settings, on_ready=lambda g: _print_viewer(g.url, connection))
+        viewer.enable(data_dir, ohif_dir)
+        stored = load_user_config()
+        front = (stored.web_url if stored is not None and stored.web_url else None)
+        if front is None:
+            fail("no front door recorded: start the PACS with `vindr-convert serve`", 2)
+        _print_viewer(front, resolve_connection())
 
 
 def _print_viewer(address: str, connection) -> None:
     from server.front.viewer import exam_urls
 
     study_list, exam = exam_urls(address, connection)
-    out.print(f"[bold green]viewer ready[/] (OHIF, PACS {connection.url})")
+    out.print(f"[bold green]viewer ready[/] (OHIF, on the front door; log in with an account)")
     out.print(f"  study list       {study_list}")
     if exam:
         out.print(f"  annotated exam   {exam}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``stop``, ``load``, ``verify``, ``view``, ``demo`` and
+    """Add ``serve``, ``stop``, ``status``, ``load``, ``verify``, ``view``, ``demo`` and
     ``install-orthanc`` to ``app``."""
-    for command in (serve, stop, load, verify, view, demo, install_orthanc):
+    for command in (serve, stop, status, load, verify, view, demo, install_orthanc):
         app.command()(command)
 
 

@@ -1,42 +1,32 @@
-"""The viewer: OHIF's static build served on loopback by the gateway (:mod:`server.gateway`).
+"""The viewer: OHIF's static build, served by the front door after a login.
 
 OHIF (``@ohif/app``, a ready static build in its npm package) talks DICOMweb from the
-browser. Served from the same origin as the gateway's DICOMweb, it needs no CORS and never
-sees the PACS credentials; its searches are answered from Orthanc's index. This module
-fetches the build (:func:`install_ohif`), writes its configuration (:func:`app_config`: the
-gateway as its one data source, our mammography hanging protocol and box labels) and runs
-the gateway with it in the foreground or as a background process.
+browser. The front (:mod:`server.front.nginx`) serves its files on the same origin as the
+DICOMweb it reads, so it needs no CORS, and asks Orthanc for the account first (the browser's
+HTTP Basic prompt): the viewer shows only what that account may see, and every image it
+fetches is in the audit log. This module fetches the build (:func:`install_ohif`), gives
+OHIF our configuration (:func:`app_config`: the front's DICOMweb as its one data source, the
+mammography hanging protocol, the box labels) and links the build into a data folder
+(:func:`enable`); no process of its own runs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from converter.fileio import atomic_write
+
 from server.client import Connection
 from server.errors import ServerError
-from server.front.gateway import Gateway, GatewaySettings, serve_forever, spawn, start_gateway, terminate
-
-__all__ = [
-    "Gateway",
-    "GatewaySettings",
-    "viewer_settings",
-    "app_config",
-    "exam_urls",
-    "install_ohif",
-    "start_background",
-    "start_gateway",
-    "stop_background",
-]
+from server.pacs.layout import DataLayout
+from server.pacs.layout import default_ohif_dir as _default_ohif_dir
 
 OHIF_PACKAGE = "@ohif/app"
 OHIF_VERSION = "3.13.2"
@@ -52,10 +42,8 @@ log = logging.getLogger(__name__)
 
 
 def default_ohif_dir(version: str = OHIF_VERSION) -> Path:
-    """Where ``install_ohif`` puts the build: ``$XDG_DATA_HOME/vindr-dicom/ohif/<version>``."""
-    from server.userconfig import data_home
-
-    return data_home() / "ohif" / version
+    """Where ``install_ohif`` puts the build (:func:`server.pacs.layout.default_ohif_dir`)."""
+    return _default_ohif_dir(version)
 
 
 def ohif_installed(dest: Path) -> bool:
@@ -123,41 +111,58 @@ def _unpack_dist(tarball: Path, staging: Path) -> None:
 # --- configuration ------------------------------------------------------------------------
 
 
-def viewer_settings(ohif_dir: Path, upstream: Connection, host: str = "127.0.0.1",
-                    port: int = 3000) -> GatewaySettings:
-    """The gateway serving OHIF's build in ``ohif_dir`` with our configuration."""
-    return GatewaySettings(ohif_dir, upstream, host, port, app_config=app_config().encode())
-
-
 def app_config() -> str:
-    """OHIF's ``app-config.js`` (``server/resources/ohif-app-config.js``): the gateway as its
-    one data source, the mammography hanging protocol, the box labels."""
+    """OHIF's ``app-config.js`` (``server/front/resources/ohif-app-config.js``): the front's
+    DICOMweb (same origin) as its one data source, the mammography hanging protocol, the box
+    labels."""
     template = resources.files("server.front") / "resources" / "ohif-app-config.js"
     return template.read_text(encoding="utf-8")
 
 
-# --- running it -------------------------------------------------------------------------------
-
-STATE_FILE = "viewer.json"
-
-
-def state_path() -> Path:
-    """Where a background viewer records its pid and URL: beside the per-user server file
-    (``$VINDR_DICOM_CONFIG`` moves both)."""
-    from server.userconfig import config_path
-
-    return config_path().with_name(STATE_FILE)
+def write_app_config(data_dir: Path) -> Path:
+    """Write OHIF's configuration where the front serves it (mode 600, like everything in
+    the data folder: the front runs as its owner)."""
+    return atomic_write(DataLayout.of(data_dir).app_config, app_config(), mode=0o600,
+                        fsync=False)
 
 
-def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None]:
-    """(study list URL, URL of one annotated exam or None) on the viewer at ``gateway_url``.
+def enable(data_dir: Path, ohif_dir: Path) -> Path:
+    """Have the front of ``data_dir`` serve the OHIF build in ``ohif_dir`` (a link); the
+    front serves it at once, no restart."""
+    if not ohif_installed(ohif_dir):
+        raise ServerError(f"no OHIF build in {ohif_dir}: run `vindr-convert view --install` "
+                          "(needs npm)")
+    layout = DataLayout.of(data_dir)
+    if not layout.front.is_dir():
+        raise ServerError(f"{data_dir} holds no PACS front: start it with `vindr-convert serve`")
+    write_app_config(data_dir)
+    link = layout.viewer
+    tmp = link.with_name(".ohif.new")
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path(ohif_dir).resolve(), tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def disable(data_dir: Path) -> bool:
+    """Stop serving the viewer from ``data_dir``'s front; False when it did not."""
+    link = DataLayout.of(data_dir).viewer
+    if not link.is_symlink():
+        return False
+    link.unlink()
+    return True
+
+
+def exam_urls(front_url: str, connection: Connection) -> tuple[str, str | None]:
+    """(study list URL, URL of one annotated exam or None) on the viewer at ``front_url``;
+    ``connection`` is the admin's (Orthanc's own port).
 
     The annotated exam is found through Orthanc's index (``/tools/find``, a SEG series:
     only annotated images have one), which stays fast on a whole archive.
     """
     from server.client import OrthancClient, OrthancError
 
-    study_list = gateway_url + "/"
+    study_list = front_url + "/"
     client = OrthancClient.connect(connection, timeout=30)
     try:
         found = client.find("Series", {"Modality": "SEG"}, expand=True, limit=1)
@@ -167,58 +172,5 @@ def exam_urls(gateway_url: str, connection: Connection) -> tuple[str, str | None
         return study_list, None
     if not study:
         return study_list, None
-    return study_list, (f"{gateway_url}/viewer?StudyInstanceUIDs={study}"
+    return study_list, (f"{front_url}/viewer?StudyInstanceUIDs={study}"
                         f"&hangingprotocolId={MAMMO_PROTOCOL}")
-
-
-def serve_foreground(settings: GatewaySettings,
-                     on_ready: Callable[[Gateway], None] | None = None) -> int:
-    """Run the viewer until Ctrl-C or SIGTERM; returns 0 on such a stop."""
-    return serve_forever(settings, on_ready)
-
-
-def start_background(settings: GatewaySettings) -> tuple[int, str]:
-    """Start the viewer as a detached process; (pid, URL) once it answers.
-
-    The PACS credentials reach the child through its environment, never its command line.
-    """
-    stop_background()
-    if not ohif_installed(settings.ohif_dir):
-        raise ServerError(f"no OHIF build in {settings.ohif_dir}: run "
-                          "`vindr-convert view --install` (needs npm)")
-    env = dict(os.environ, VINDR_VIEWER_USER=settings.upstream.username or "",
-               VINDR_VIEWER_PASSWORD=settings.upstream.password or "")
-    args = [sys.executable, "-m", "server.front.viewer", str(settings.ohif_dir),
-            settings.upstream.url, settings.host, str(settings.port)]
-    log_file = state_path().with_suffix(".log")
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    pid = spawn(args, env, settings.host, settings.port, log_file, "viewer")
-    url = f"http://{settings.host}:{settings.port}"
-    from converter.fileio import atomic_write
-
-    atomic_write(state_path(), json.dumps({"pid": pid, "url": url}) + "\n")
-    return pid, url
-
-
-def stop_background() -> bool:
-    """Stop a viewer started with :func:`start_background`; False when none was running."""
-    path = state_path()
-    try:
-        pid = int(json.loads(path.read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    path.unlink(missing_ok=True)
-    return terminate(pid, "server.front.viewer")
-
-
-def _main(argv: list[str]) -> int:
-    """``python -m server.viewer OHIF_DIR PACS_URL HOST PORT`` (credentials in the env)."""
-    ohif_dir, url, host, port = argv
-    connection = Connection(url, os.environ.get("VINDR_VIEWER_USER") or None,
-                            os.environ.get("VINDR_VIEWER_PASSWORD") or None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return serve_foreground(viewer_settings(Path(ohif_dir), connection, host, int(port)))
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

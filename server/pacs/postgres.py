@@ -15,14 +15,15 @@ superuser), with scram-sha-256 over TCP from 127.0.0.1/32 or over the socket. Th
 superuser has no password, so nobody logs in as it: the role and the database are made by
 ``postgres --single`` right after initdb, before the server ever listens.
 
-PostgreSQL refuses to run as root. As root, each of its commands runs in a user namespace
-(``unshare --user``) mapping root to the ``postgres`` account (else ``nobody``): inside, the
-process is not root, the root-owned cluster looks like its own, and it can still enter
-root-only folders (same owner on the outside). Other users run the binaries directly.
+PostgreSQL refuses to run as root, and nothing of the PACS does: it runs as the account
+of :func:`server.pacs.processes.service_account` (the invoking user, or for root Debian's
+``orthanc`` account, which owns the whole data folder), with no user namespace (which
+chroots and containers refuse).
 
-:func:`start` starts a server (initdb the first time) and waits until it accepts TCP
-connections; :func:`stop` stops it from any process; :func:`orthanc_section` is Orthanc's
-``"PostgreSQL"`` configuration section for it.
+:func:`start` starts the server (initdb the first time) as a part of the PACS (the
+supervisor's child: ``postgres`` itself, not ``pg_ctl``, so that its death is seen) and
+waits until it accepts TCP connections; :func:`stop` stops it from any process;
+:func:`orthanc_section` is Orthanc's ``"PostgreSQL"`` configuration section for it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import hashlib
 import hmac
 import json
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
+from converter.fileio import PRIVATE_FILE, atomic_write
 
 from server.errors import ServerError
+from server.pacs import processes
+from server.pacs.processes import Account
 
 PG_ROOT = Path("/usr/lib/postgresql")
 INSTALL_HINT = "apt-get install -y --no-install-recommends postgresql"
@@ -146,7 +148,7 @@ def credentials(folder: Path) -> Credentials:
         pass
     except (OSError, ValueError, TypeError) as exc:
         raise ServerError(f"cannot read {layout.credentials}: {exc}") from exc
-    private_dir(layout.root)
+    processes.make_private(layout.root)
     creds = Credentials(USERNAME, secrets.token_urlsafe(32), DATABASE)
     text = json.dumps({"username": creds.username, "password": creds.password,
                        "database": creds.database}, indent=2)
@@ -165,61 +167,44 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
     return f"SCRAM-SHA-256${iterations}:{salt64}${stored64}:{server64}"
 
 
-def _command(args: list[str]) -> list[str]:
-    """``args`` as is, or as root inside a user namespace where we are not root."""
-    if os.geteuid() != 0:
-        return args
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        raise ServerError("PostgreSQL refuses to run as root and unshare (util-linux) is "
-                          "missing: run as another user or install util-linux")
+def _run(args: list[str], what: str, account: Account, stdin: str | None = None,
+         timeout: float = 120) -> None:
+    """Run a PostgreSQL command as ``account``; ServerError when it fails."""
+    switch = {} if account.is_current else {"user": account.uid, "group": account.gid,
+                                             "extra_groups": []}
     try:
-        account = pwd.getpwnam("postgres")
-    except KeyError:
-        account = pwd.getpwnam("nobody")
-    return [unshare, "--user", f"--map-user={account.pw_uid}",
-            f"--map-group={account.pw_gid}", "--", *args]
-
-
-def _run(args: list[str], what: str, stdin: str | None = None, timeout: float = 120) -> None:
-    """Run a PostgreSQL command (see :func:`_command`); ServerError when it fails."""
-    try:
-        done = subprocess.run(_command(args), input=stdin, capture_output=True, text=True,
-                              timeout=timeout, umask=UMASK, cwd="/", check=False)
+        done = subprocess.run(args, input=stdin, capture_output=True, text=True,
+                              timeout=timeout, umask=UMASK, cwd="/", check=False, **switch)
     except subprocess.TimeoutExpired as exc:
         raise ServerError(f"{what} did not finish within {timeout:.0f} s") from exc
     if done.returncode != 0:
         out = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        hint = ("\n(as root, PostgreSQL runs in a user namespace, without root's privileges: "
-                "unshare --user must be allowed, and every parent folder owned by root or "
-                "open to others)") if os.geteuid() == 0 and (
-                    "unshare" in done.stderr or "Permission denied" in done.stderr) else ""
-        raise ServerError(f"{what} failed (exit code {done.returncode}):\n"
-                          + "\n".join(out) + hint)
+        raise ServerError(f"{what} failed (exit code {done.returncode}):\n" + "\n".join(out))
 
 
-def _initdb(layout: Layout, bins: Path, creds: Credentials) -> None:
+def _initdb(layout: Layout, bins: Path, creds: Credentials, account: Account) -> None:
     """Make the cluster with Orthanc's role and database, under a temporary name first so a
     failed attempt never leaves a half-made cluster behind."""
     staging = layout.root / "cluster.new"
     shutil.rmtree(staging, ignore_errors=True)
     _run([str(bins / "initdb"), f"--pgdata={staging}", "--username=postgres",
-          "--auth=reject", "--encoding=UTF8", "--locale=C"], "initdb")
+          "--auth=reject", "--encoding=UTF8", "--locale=C"], "initdb", account)
     sql = (f"CREATE ROLE {creds.username} LOGIN PASSWORD "
            f"'{scram_verifier(creds.password)}';\n"
            f"CREATE DATABASE {creds.database} OWNER {creds.username};\n")
     _run([str(bins / "postgres"), "--single", "-c", "exit_on_error=on", "-D", str(staging),
-          "postgres"], "creating Orthanc's role and database", stdin=sql)
+          "postgres"], "creating Orthanc's role and database", account, stdin=sql)
     staging.rename(layout.cluster)
 
 
-def _write_config(layout: Layout, port: int) -> None:
+def _write_config(layout: Layout, port: int, account: Account) -> None:
     quoted = str(layout.socket_dir).replace("'", "''")
     settings = {**SETTINGS, "port": str(port), "unix_socket_directories": f"'{quoted}'"}
     conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
-    atomic_write(layout.cluster / "postgresql.conf", "# written by server.postgres\n" + conf,
-                 mode=PRIVATE_FILE)
-    atomic_write(layout.cluster / "pg_hba.conf", HBA, mode=PRIVATE_FILE)
+    for name, text in (("postgresql.conf", "# written by server.pacs.postgres\n" + conf),
+                       ("pg_hba.conf", HBA)):
+        atomic_write(layout.cluster / name, text, mode=PRIVATE_FILE)
+        processes.give(layout.cluster / name, account)
 
 
 def _pid_file_line(layout: Layout, index: int) -> str:
@@ -274,29 +259,28 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def start(folder: Path, port: int, *, timeout: float = READY_TIMEOUT,
-          bins: Path | None = None) -> PostgresServer:
-    """Start the server of ``folder`` on 127.0.0.1:``port`` (initdb the first time) and wait
-    until it accepts TCP connections.
+def start(folder: Path, port: int, *, account: Account | None = None,
+          timeout: float = READY_TIMEOUT,
+          bins: Path | None = None) -> tuple[PostgresServer, processes.Process]:
+    """Start the server of ``folder`` on 127.0.0.1:``port`` (initdb the first time) as
+    ``account`` (default: the invoking user), and wait until it accepts TCP connections.
 
-    Already running on ``port``: returns that server (nothing restarted). The server outlives
-    the caller, in its own session, until :func:`stop`.
+    The server is a child of the caller (:func:`server.pacs.processes.start`): it gets
+    SIGTERM when the caller dies, and the caller sees it exit.
 
     Raises
     ------
     ServerError
-        PostgreSQL missing (with an install hint), already running on another port, the port
+        PostgreSQL missing (with an install hint), already running on ``folder``, the port
         taken, a socket path too long, or the server failing to start (with its log's end).
     """
     bins = bin_dir() if bins is None else bins
+    account = account or Account.current()
     layout = Layout.of(folder)
     pid = running(layout.root)
     if pid is not None:
-        current = _pid_file_line(layout, 3)
-        if current != str(port):
-            raise ServerError(f"PostgreSQL already runs on {layout.root} (pid {pid}, port "
-                              f"{current}): stop it first to use port {port}")
-        return PostgresServer(layout.root, pid, port, credentials(layout.root))
+        raise ServerError(f"PostgreSQL already runs on {layout.root} (pid {pid}): stop it "
+                          "first")
     sock = layout.socket_dir / f".s.PGSQL.{port}"
     if len(str(sock).encode()) > SOCKET_PATH_MAX:
         raise ServerError(f"the socket path {sock} is longer than {SOCKET_PATH_MAX} bytes: "
@@ -305,36 +289,26 @@ def start(folder: Path, port: int, *, timeout: float = READY_TIMEOUT,
         raise ServerError(f"port {port} is already in use on {HOST}: choose another one")
     if (layout.cluster / "PG_VERSION").exists() and not layout.credentials.exists():
         raise ServerError(f"{layout.credentials} is missing: the cluster's password is lost")
-    private_dir(layout.root)
-    private_dir(layout.socket_dir)
+    processes.make_private(layout.root, account)
+    processes.make_private(layout.socket_dir, account)
     creds = credentials(layout.root)
     if not (layout.cluster / "PG_VERSION").exists():
-        _initdb(layout, bins, creds)
+        _initdb(layout, bins, creds, account)
+    processes.give(layout.root, account, tree=True)
     _clear_stale_pid_file(layout)
-    _write_config(layout, port)
-    os.close(os.open(layout.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
-    try:
-        _run([str(bins / "pg_ctl"), "start", "--wait", f"--timeout={int(timeout)}", "--silent",
-              f"--pgdata={layout.cluster}", f"--log={layout.log}"], "starting PostgreSQL",
-             timeout=timeout + 10)
-        _run([str(bins / "pg_isready"), f"--host={HOST}", f"--port={port}", "--quiet",
-              f"--dbname={creds.database}", f"--username={creds.username}",
-              f"--timeout={int(timeout)}"], "waiting for PostgreSQL on TCP")
-    except ServerError as exc:
-        stop(layout.root)
-        raise ServerError(f"{exc}{_log_tail(layout)}") from exc
-    pid = running(layout.root)
-    if pid is None:
-        raise ServerError(f"PostgreSQL exited right after its start{_log_tail(layout)}")
-    return PostgresServer(layout.root, pid, port, creds)
+    _write_config(layout, port, account)
+    process = processes.start([str(bins / "postgres"), "-D", str(layout.cluster)],
+                              name="index (PostgreSQL)", log=layout.log, account=account,
+                              cwd=layout.cluster)
 
+    def ready() -> bool:
+        return _port_in_use(port) and subprocess.run(
+            [str(bins / "pg_isready"), f"--host={HOST}", f"--port={port}", "--quiet",
+             f"--dbname={creds.database}", f"--username={creds.username}", "--timeout=2"],
+            capture_output=True, check=False).returncode == 0
 
-def _log_tail(layout: Layout, lines: int = 15) -> str:
-    try:
-        text = layout.log.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return f"\nlast lines of {layout.log}:\n" + "\n".join(text)
+    processes.wait_until(ready, process, timeout)
+    return PostgresServer(layout.root, process.pid, port, creds), process
 
 
 def stop(folder: Path, timeout: float = STOP_TIMEOUT) -> bool:

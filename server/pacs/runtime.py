@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.errors import ServerError
+from server.pacs.layout import default_orthanc_root
 from server.pacs.settings import EXTRA_MAIN_DICOM_TAGS_SINCE, ORTHANC_CHOICES, parse_version
-from server.userconfig import data_home
 
 CHOICES = ORTHANC_CHOICES
 
@@ -31,9 +31,10 @@ SYSTEM_BINARY = Path("/usr/sbin/Orthanc")
 PLUGIN_SUBDIR = Path("usr/share/orthanc/plugins")
 DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
 POSTGRESQL_PLUGIN = "libOrthancPostgreSQLIndex.so"
-INSTALL_HINT = "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb"
+PYTHON_PLUGIN = "libOrthancPython.so"
+INSTALL_HINT = "apt-get install -y --no-install-recommends orthanc orthanc-dicomweb orthanc-python"
 ROOT_SUITE = "trixie"  # Debian 13
-ROOT_PACKAGES = ("orthanc", "orthanc-dicomweb", "orthanc-postgresql")
+ROOT_PACKAGES = ("orthanc", "orthanc-dicomweb", "orthanc-postgresql", "orthanc-python")
 ROOT_MIRROR = "http://deb.debian.org/debian"
 ROOT_ENV_VAR = "VINDR_DICOM_ORTHANC_ROOT"
 _LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu", "usr/lib", "lib")
@@ -42,10 +43,10 @@ _LOADER = Path("usr/lib64/ld-linux-x86-64.so.2")
 
 def default_root() -> Path:
     """Where the Debian 13 root lives: ``$VINDR_DICOM_ORTHANC_ROOT``, else
-    ``~/.local/share/vindr-dicom/debian13-root``."""
+    :func:`server.pacs.layout.default_orthanc_root`."""
     if os.environ.get(ROOT_ENV_VAR):
         return Path(os.environ[ROOT_ENV_VAR]).expanduser()
-    return data_home() / "debian13-root"
+    return default_orthanc_root()
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,12 @@ class Runtime:
         return _command(self.binary, self.root, args)
 
     def environment(self) -> dict[str, str]:
-        """Variables Orthanc needs on top of the caller's (DCMTK's dictionary for a root)."""
+        """Variables Orthanc needs on top of the caller's: for a root, DCMTK's dictionary and
+        the home of the Python its Python plugin embeds, both inside the root."""
         if self.root is None:
             return {}
-        return {"DCMDICTPATH": str(self.root / "usr/share/dcmtk/dicom.dic")}
+        return {"DCMDICTPATH": str(self.root / "usr/share/dcmtk/dicom.dic"),
+                "PYTHONHOME": str(self.root / "usr")}
 
     def plugin(self, name: str, install_hint: str = INSTALL_HINT) -> Path:
         """The plugin library ``name``; raises ServerError with an install hint when missing."""
@@ -147,6 +150,10 @@ def root_runtime(root: Path | None = None) -> Runtime:
     if not binary.exists() or not (root / _LOADER).exists():
         raise ServerError(f"no Debian 13 Orthanc at {root}: build it with "
                           "`vindr-convert install-orthanc` (or `make setup`)")
+    if not (root / PLUGIN_SUBDIR / PYTHON_PLUGIN).exists():
+        raise ServerError(f"the Debian 13 root at {root} lacks Orthanc's Python plugin (made "
+                          "by an older vindr-dicom): rebuild it with "
+                          "`vindr-convert install-orthanc --force` (or `make setup`)")
     return Runtime(binary=binary, version=_version(binary, root), root=root)
 
 

@@ -17,8 +17,9 @@ import ipaddress
 import re
 import secrets
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from server.errors import SettingsError
@@ -33,9 +34,14 @@ INDEXES: tuple[str, ...] = ("sqlite", "postgresql")
 
 DEFAULT_HTTP_PORT = 8042
 DEFAULT_DICOM_PORT = 4242
-DEFAULT_WEB_PORT = 8050  # the gateway: DICOMweb with searches from the index
+DEFAULT_WEB_PORT = 8050  # the front door: DICOMweb (searches from the index) and the viewer
 DEFAULT_AET = "VINDR"
-DEFAULT_LOADER_AET = "VINDR-LOADER"
+# What `load --method cstore` calls from: a prefix and a random part, registered on the
+# nodes only while that load runs (server.transfer.load), so no other local user can store.
+LOADER_AET_PREFIX = "VL-"
+# Orthanc closes an idle HTTP keep-alive connection after this many seconds (its default
+# is 1); the front closes its own idle connections to the nodes after 1 s (front/nginx.py).
+KEEP_ALIVE_TIMEOUT = 2
 DEFAULT_USERNAME = "vindr"
 DICOMWEB_ROOT = "/dicom-web/"
 LOOPBACK = "127.0.0.1"
@@ -230,7 +236,8 @@ class ServerSettings:
         each accepted only from its own IP address (hosts must be addresses: see
         :meth:`Modality.resolved`).
     remote_access
-        Serve HTTP beyond the loopback interface.
+        Serve the front door (DICOMweb, the viewer) beyond the loopback interface; Orthanc's
+        own port (the admin's REST API) stays on loopback.
     listen
         Where DICOM peers may be: ``127.0.0.1`` (default: this machine only), an address of
         this machine or ``0.0.0.0``. Modalities beyond loopback need a non-loopback value.
@@ -238,9 +245,6 @@ class ServerSettings:
         DICOM port to one address (see :func:`exposure_notes`).
     engine
         ``native`` (Debian's Orthanc) or ``docker`` (``docker/docker-compose.yml``).
-    loader_aet
-        AE title that ``load --method cstore`` calls from, registered for echo and store
-        only; empty to register none.
     sync_storage
         fsync every stored file (``SyncStorageArea``); off only for a bulk load that is
         verified afterwards.
@@ -257,8 +261,11 @@ class ServerSettings:
         ``postgresql``); node ``i`` (from 0) listens on ``http_port + i`` and
         ``dicom_port + i``.
     web_port
-        The gateway's port (loopback): DICOMweb with searches answered from the index
-        (:mod:`server.gateway`); 0 for none.
+        The front door's port (:mod:`server.front`): DICOMweb with searches answered from
+        the index, and the viewer, for every account; loopback unless ``remote_access``.
+    hostnames
+        Host names clients use for the front besides loopback's (and, with
+        ``remote_access``, this machine's): any other ``Host`` is refused.
     """
 
     data_dir: Path
@@ -269,7 +276,6 @@ class ServerSettings:
     modalities: tuple[Modality, ...] = ()
     remote_access: bool = False
     engine: Engine = "native"
-    loader_aet: str = DEFAULT_LOADER_AET
     sync_storage: bool = True
     name: str = "vindr-dicom"
     listen: str = LOOPBACK
@@ -277,6 +283,7 @@ class ServerSettings:
     index: str = "sqlite"
     nodes: int = 1
     web_port: int = DEFAULT_WEB_PORT
+    hostnames: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
@@ -286,8 +293,6 @@ class ServerSettings:
         if self.http_port == self.dicom_port:
             raise SettingsError(f"HTTP and DICOM ports must differ (both {self.http_port})")
         check_aet(self.aet, "server AE title")
-        if self.loader_aet:
-            check_aet(self.loader_aet, "loader AE title")
         if self.engine not in ENGINES:
             raise SettingsError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
         if self.index not in INDEXES:
@@ -295,21 +300,21 @@ class ServerSettings:
         if self.nodes < 1 or (self.nodes > 1 and self.index != "postgresql"):
             raise SettingsError(f"{self.nodes} nodes: give 1, or more with --index postgresql "
                                 "(nodes share one PostgreSQL index)")
+        object.__setattr__(self, "hostnames", tuple(h.lower() for h in self.hostnames))
         ports = [p for i in range(self.nodes) for p in self.node_ports(i)]
-        if self.web_port:
-            check_port(self.web_port, "gateway port")
-            ports.append(self.web_port)
+        check_port(self.web_port, "front door port")
+        ports.append(self.web_port)
         if len(set(ports)) != len(ports) or max(ports) > 65535:
             raise SettingsError(f"ports clash: HTTP {self.http_port}.., DICOM "
-                                f"{self.dicom_port}.. (one each per node), gateway "
+                                f"{self.dicom_port}.. (one each per node), front door "
                                 f"{self.web_port}: choose ports further apart")
         if self.orthanc not in ORTHANC_CHOICES:
             raise SettingsError(f"Orthanc build {self.orthanc!r}: choose one of "
                                 f"{', '.join(ORTHANC_CHOICES)}")
         seen = {self.aet.upper()}
-        for aet in [m.aet for m in self.all_modalities()]:
+        for aet in [m.aet for m in self.modalities]:
             if aet.upper() in seen:
-                raise SettingsError(f"AE title {aet} is used twice (server, loader and modalities)")
+                raise SettingsError(f"AE title {aet} is used twice (server and modalities)")
             seen.add(aet.upper())
         self._check_addresses()
 
@@ -335,7 +340,7 @@ class ServerSettings:
     def node(self, node: int) -> ServerSettings:
         """These settings as node ``node`` (from 0) sees them: its own ports."""
         http, dicom = self.node_ports(node)
-        return replace(self, http_port=http, dicom_port=dicom, nodes=1, web_port=0)
+        return replace(self, http_port=http, dicom_port=dicom, nodes=1)
 
     @property
     def node_urls(self) -> tuple[str, ...]:
@@ -343,9 +348,9 @@ class ServerSettings:
         return tuple(f"http://127.0.0.1:{self.node_ports(i)[0]}" for i in range(self.nodes))
 
     @property
-    def web_url(self) -> str | None:
-        """The gateway's base URL (None without one)."""
-        return f"http://127.0.0.1:{self.web_port}" if self.web_port else None
+    def web_url(self) -> str:
+        """The front door's base URL, as reached from this machine."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     @property
     def url(self) -> str:
@@ -357,25 +362,33 @@ class ServerSettings:
         """The DICOMweb root URL, as reached from this machine."""
         return self.url + DICOMWEB_ROOT.rstrip("/")
 
-    def all_modalities(self) -> tuple[Modality, ...]:
-        """The user's modalities plus the store-only loader AE title (when set)."""
-        loader: tuple[Modality, ...] = ()
-        if self.loader_aet:
-            loader = (
-                Modality(
-                    self.loader_aet,
-                    LOOPBACK,
-                    104,
-                    allow_find=False,
-                    allow_get=False,
-                    allow_move=False,
-                    allow_store=True,
-                ),
-            )
-        return self.modalities + loader
+
+def settings_to_json(settings: ServerSettings) -> dict[str, Any]:
+    """``settings`` as JSON-ready data (the password included: keep it private)."""
+    data = {name: getattr(settings, name) for name in ServerSettings.__dataclass_fields__}
+    data["data_dir"] = str(settings.data_dir)
+    data["credentials"] = {"username": settings.credentials.username,
+                           "password": settings.credentials.password}
+    data["modalities"] = [asdict(m) for m in settings.modalities]
+    data["hostnames"] = list(settings.hostnames)
+    return data
 
 
-def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
+def settings_from_json(data: Mapping[str, Any]) -> ServerSettings:
+    """The settings :func:`settings_to_json` wrote (SettingsError when they are not)."""
+    try:
+        fields = dict(data)
+        fields["credentials"] = Credentials(**fields["credentials"])
+        fields["modalities"] = tuple(Modality(**m) for m in fields.get("modalities", ()))
+        fields["hostnames"] = tuple(fields.get("hostnames", ()))
+        known = {k: v for k, v in fields.items() if k in ServerSettings.__dataclass_fields__}
+        return ServerSettings(**known)
+    except (KeyError, TypeError) as exc:
+        raise SettingsError(f"not a saved set of server settings: {exc}") from exc
+
+
+def orthanc_config(settings: ServerSettings, version: str,
+                   accounts: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The engine-independent Orthanc configuration for ``settings``.
 
     Parameters
@@ -385,6 +398,9 @@ def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
     version
         The Orthanc version that will read it (as ``GET /system`` or ``--version`` tell);
         keys newer versions need are added only for them.
+    accounts
+        The other accounts' passwords by name (:mod:`server.pacs.accounts`): Orthanc checks
+        them all; what each may do is the front's filter's business.
 
     Returns
     -------
@@ -398,9 +414,13 @@ def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
         "DicomAet": settings.aet,
         "DicomServerEnabled": True,
         "HttpServerEnabled": True,
-        "RemoteAccessAllowed": settings.remote_access,
+        # the admin's port: this machine only (127.0.0.1); --remote opens the front door
+        "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True,
-        "RegisteredUsers": {settings.credentials.username: settings.credentials.password},
+        "RegisteredUsers": {**dict(accounts or {}),
+                            settings.credentials.username: settings.credentials.password},
+        "KeepAlive": True,
+        "KeepAliveTimeout": KEEP_ALIVE_TIMEOUT,
         # Storage: no limit (a limit silently deletes the oldest patients), no compression
         # (ingest drops tenfold), idempotent re-sends.
         "MaximumStorageSize": 0,
@@ -421,10 +441,10 @@ def orthanc_config(settings: ServerSettings, version: str) -> dict[str, Any]:
         "DicomAlwaysAllowGet": False,
         "DicomAlwaysAllowMove": False,
         # Every AE title is accepted only from its configured Host, compared as a string
-        # with the peer's IP: hosts are resolved to addresses beforehand (Modality.resolved),
-        # and the store-enabled loader AE title is registered at 127.0.0.1 only.
+        # with the peer's IP: hosts are resolved to addresses beforehand (Modality.resolved).
+        # No AE title may store: `load --method cstore` registers a random one for its run.
         "DicomCheckModalityHost": True,
-        "DicomModalities": {m.aet: m.orthanc_entry() for m in settings.all_modalities()},
+        "DicomModalities": {m.aet: m.orthanc_entry() for m in settings.modalities},
         "DicomWeb": {
             "Enable": True,
             "Root": DICOMWEB_ROOT,
@@ -454,18 +474,17 @@ def exposure_notes(settings: ServerSettings, version: str) -> list[str]:
     calling AE title and IP address are not a registered pair (``DicomCheckModalityHost``).
     """
     if is_loopback(settings.listen):
-        reach = f"only from this machine ({LOOPBACK}, for the loader and local tools)"
+        reach = f"only from this machine ({LOOPBACK}, for local tools)"
     else:
         reach = f"from {settings.listen} as asked (--listen), for the modalities listed"
-    notes = [
+    listed = ", ".join(str(m) for m in settings.modalities) or "none"
+    return [
         f"DICOM: Orthanc {version} cannot bind its DICOM port to one address; port "
         f"{settings.dicom_port} accepts connections on every interface, and Orthanc refuses "
-        f"any association whose calling AE title and IP are not registered: {reach}",
+        f"any association whose calling AE title and IP are not registered ({listed}): "
+        f"{reach}; no AE title may store, but the random one `load --method cstore` "
+        "registers for its own run",
     ]
-    if settings.loader_aet:
-        notes.append(f"the store-enabled AE title {settings.loader_aet} is accepted from "
-                     f"{LOOPBACK} only")
-    return notes
 
 
 def index_notes(version: str) -> list[str]:

@@ -29,6 +29,8 @@ node that answers.
 from __future__ import annotations
 
 import hashlib
+import secrets
+import string
 import threading
 import time
 import uuid
@@ -53,7 +55,7 @@ from converter.records import ProgressCallback
 from server.client import Connection, HeldInstance, OrthancClient, OrthancError, SystemInfo
 from server.errors import ServerError
 from server.transfer.integrity import compare_copy, digest_file, manifest_mismatch
-from server.pacs.settings import DEFAULT_LOADER_AET, DICOMWEB_ROOT
+from server.pacs.settings import DICOMWEB_ROOT, LOADER_AET_PREFIX
 
 Method = Literal["rest", "stow", "cstore"]
 METHODS: tuple[str, ...] = ("rest", "stow", "cstore")
@@ -68,6 +70,8 @@ CSTORE_TRANSFER_SYNTAXES = (
 )
 # Seconds a node has to answer ``GET /system`` after a send to it got no answer at all.
 PROBE_TIMEOUT = 10.0
+# Seconds between two looks at the PACS's health (``watch``) during a load.
+WATCH_INTERVAL = 1.0
 
 T = TypeVar("T")
 
@@ -91,6 +95,50 @@ class LocalFileError(ServerError):
 class NodeUnreachable(ServerError):
     """No answer at all from a node (connection refused, reset or closed, association
     aborted): it may be down, which :meth:`_Nodes.lost` finds out."""
+
+
+class LoadStopped(ServerError):
+    """The load stopped sending: the PACS cannot take more (its index is down, its
+    supervisor gone): not retried."""
+
+
+class _Stop:
+    """Set once the load must stop sending, with the reason."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    def check(self) -> None:
+        """Raise :class:`LoadStopped` once set."""
+        if self.event.is_set():
+            raise LoadStopped(f"not sent: the load stopped ({self.reason})")
+
+
+def _watching(watch: Callable[[], str | None] | None, stop: _Stop) -> threading.Event:
+    """Call ``watch()`` every :data:`WATCH_INTERVAL` s in a thread until the returned event
+    is set; the first problem it names stops the load."""
+    done = threading.Event()
+    if watch is None:
+        return done
+
+    def loop() -> None:
+        while not done.wait(WATCH_INTERVAL):
+            try:
+                problem = watch()
+            except Exception:  # a look that fails (a file being rewritten) stops nothing
+                problem = None
+            if problem:
+                stop.set(problem)
+                return
+
+    threading.Thread(target=loop, name="vindr-load-watch", daemon=True).start()
+    return done
 
 
 def verified_bytes(entry: ManifestRow, path: Path) -> bytes:
@@ -440,9 +488,11 @@ class _Spread:
     """The senders of one round: worker threads on the nodes in turn, one sender per
     thread and node; an object whose node is found down goes at once to the next node."""
 
-    def __init__(self, nodes: _Nodes, make_sender: Callable[[int], Sender]) -> None:
+    def __init__(self, nodes: _Nodes, make_sender: Callable[[int], Sender],
+                 stop: _Stop) -> None:
         self.nodes = nodes
         self.make_sender = make_sender
+        self.stop = stop
         self.senders: list[Sender] = []
         self._turn = 0
         self._lock = threading.Lock()
@@ -464,6 +514,7 @@ class _Spread:
             self._local.senders = {}
         last: Exception | None = None
         while True:
+            self.stop.check()
             node = self.nodes.pick(self._local.home)
             if node is None:
                 raise last or NodeUnreachable(
@@ -493,10 +544,11 @@ def _send_round(
     make_sender: Callable[[int], Sender],
     workers: int,
     on_done: Callable[[], None],
+    stop: _Stop,
 ) -> dict[str, str | Exception]:
     """Send ``todo`` from ``workers`` threads over the nodes up; SOP Instance UID ->
-    STORED/ALREADY or the error."""
-    spread = _Spread(nodes, make_sender)
+    STORED/ALREADY or the error. Once ``stop`` is set, nothing more is sent."""
+    spread = _Spread(nodes, make_sender, stop)
     outcomes: dict[str, str | Exception] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(spread.send, e, e.file(out_dir)): e for e in todo}
@@ -507,6 +559,13 @@ def _send_round(
             except Exception as exc:  # every failure is reported per file, then retried
                 outcomes[entry.sop_instance_uid] = exc
             on_done()
+            if stop.event.is_set():
+                for other in futures:
+                    other.cancel()
+        for future, entry in futures.items():
+            if future.cancelled():
+                outcomes[entry.sop_instance_uid] = LoadStopped(
+                    f"not sent: the load stopped ({stop.reason})")
     spread.close()
     return outcomes
 
@@ -520,8 +579,9 @@ def load(
     workers: int = 2,
     retries: int = 2,
     retry_delay: float = 2.0,
-    calling_aet: str = DEFAULT_LOADER_AET,
+    calling_aet: str | None = None,
     progress: ProgressCallback | None = None,
+    watch: Callable[[], str | None] | None = None,
 ) -> LoadResult:
     """Load the converted folder ``out_dir`` into the PACS at ``connection``.
 
@@ -548,9 +608,15 @@ def load(
     retry_delay
         Seconds between rounds.
     calling_aet
-        Our AE title for C-STORE; Orthanc must list it (``serve`` registers the default).
+        Our AE title for C-STORE. By default a random one (:func:`loader_aet`), registered
+        on every node (store only, from 127.0.0.1) for this load only and removed after it:
+        no AE title can store into the PACS otherwise, so no other user of this machine can.
     progress
         Called with ``(done, total)`` as objects are handled.
+    watch
+        Called every second during the load; a text it returns (the PACS's index is down,
+        its supervisor is gone: :meth:`server.pacs.supervisor.Health.load_problem`) stops
+        the load at once, every object not yet sent reported with that reason.
 
     Returns
     -------
@@ -567,6 +633,9 @@ def load(
     pacs = _Nodes.of(connection, nodes)
     result = LoadResult(total=len(entries), nodes=pacs.urls)
     tick = _Ticker(result.total, progress)
+    stop = _Stop()
+    watching = _watching(watch, stop)
+    registered = ""
     try:
         studies = {e.study_uid for e in entries}
         held = pacs.ask(lambda client: client.instance_index(studies))
@@ -574,21 +643,56 @@ def load(
         todo += _check_held([e for e in entries if e.sop_instance_uid in held], out_dir, held,
                             pacs, workers, result, tick)
         if todo:
-            make_sender = _sender_factory(method, pacs, todo, calling_aet)
+            if method == "cstore" and calling_aet is None:
+                calling_aet = registered = loader_aet()
+                _register_loader(pacs, registered)
+            make_sender = _sender_factory(method, pacs, todo, calling_aet or "")
             failures = _send_with_retries(todo, out_dir, pacs, make_sender, workers, retries,
-                                          retry_delay, result, tick)
+                                          retry_delay, result, tick, stop)
             by_uid = {e.sop_instance_uid: e for e in entries}
             for uid, exc in failures.items():
                 result.failed += 1
                 message = (f"{exc}: not sent" if isinstance(exc, LocalFileError)
                            else f"not stored: {exc}")
                 result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, message))
-        _check_present(entries, out_dir, pacs, studies, result)
+        if stop.event.is_set():  # the PACS cannot answer now: say why, at once
+            result.errors.insert(0, LoadError(out_dir / MANIFEST_NAME, "",
+                                              f"the load stopped: {stop.reason}"))
+            result.missing = result.total - result.sent - result.already_present
+        else:
+            _check_present(entries, out_dir, pacs, studies, result)
     finally:
+        watching.set()
+        if registered:
+            _unregister_loader(pacs, registered)
         result.stored_by_node = {pacs.urls[node]: n for node, n in sorted(pacs.stored.items())}
         result.lost_nodes = pacs.lost_nodes()
         pacs.close()
     return result
+
+
+def loader_aet() -> str:
+    """A fresh AE title for one C-STORE load: ``VL-`` and 13 random letters and digits."""
+    alphabet = string.ascii_uppercase + string.digits
+    return LOADER_AET_PREFIX + "".join(secrets.choice(alphabet) for _ in range(13))
+
+
+def _register_loader(nodes: _Nodes, aet: str) -> None:
+    """Let ``aet`` store, from 127.0.0.1 only, on every node (until it is removed)."""
+    entry = {"AET": aet, "Host": "127.0.0.1", "Port": 104, "AllowEcho": True,
+             "AllowFind": False, "AllowGet": False, "AllowMove": False, "AllowStore": True,
+             "AllowStorageCommitment": False}
+    for node in range(len(nodes.connections)):
+        nodes.client(node).put_modality(aet, entry)
+
+
+def _unregister_loader(nodes: _Nodes, aet: str) -> None:
+    """Remove ``aet`` from every node that still answers."""
+    for node in range(len(nodes.connections)):
+        try:
+            nodes.client(node).delete_modality(aet)
+        except OrthancError:
+            pass  # a node that is down forgets it when it restarts (it is not saved)
 
 
 class _Ticker:
@@ -678,25 +782,25 @@ def _check_one(client: OrthancClient, entry: ManifestRow, path: Path, held: Held
 def _send_with_retries(
     todo: list[ManifestRow], out_dir: Path, nodes: _Nodes, make_sender: Callable[[int], Sender],
     workers: int, retries: int, retry_delay: float, result: LoadResult,
-    tick: Callable[[], None],
+    tick: Callable[[], None], stop: _Stop,
 ) -> dict[str, Exception]:
-    """Send ``todo``, then re-send the failures ``retries`` times; the last error of each
-    object still not stored."""
+    """Send ``todo``, then re-send the failures ``retries`` times (none once ``stop`` is
+    set); the last error of each object still not stored."""
     last_error: dict[str, Exception] = {}
     for attempt in range(1 + max(0, retries)):
-        if not todo:
+        if not todo or (attempt and stop.event.is_set()):
             break
         if attempt:
             time.sleep(retry_delay)
             nodes.revive()
         outcomes = _send_round(todo, out_dir, nodes, make_sender, workers,
-                               tick if attempt == 0 else lambda: None)
+                               tick if attempt == 0 else lambda: None, stop)
         retry: list[ManifestRow] = []
         for entry in todo:
             outcome = outcomes[entry.sop_instance_uid]
             if isinstance(outcome, Exception):
                 last_error[entry.sop_instance_uid] = outcome
-                if not isinstance(outcome, LocalFileError):  # a bad file stays bad
+                if not isinstance(outcome, (LocalFileError, LoadStopped)):  # stays so
                     retry.append(entry)
             else:
                 last_error.pop(entry.sop_instance_uid, None)

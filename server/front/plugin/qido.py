@@ -1,4 +1,4 @@
-"""QIDO-RS answered from Orthanc's index (``POST /tools/find``), for the gateway.
+"""QIDO-RS answered from Orthanc's index (``POST /tools/find``), inside Orthanc.
 
 Orthanc's DICOMweb plugin builds each QIDO-RS answer item by item (about 1 ms an item on
 our machines: 5 s for the 5,000 SR series of the archive, 46-490 s on Orthanc 1.10-1.12),
@@ -24,8 +24,11 @@ them: a study filed under a PatientID whose record carries another PatientName s
 record's (the plugin reads the study's own file).
 
 Anything else (an attribute outside the index, sequence matching, an XML answer) returns
-None from :func:`plan`: the gateway then forwards the request to the plugin unchanged, so
-an answer is never silently narrower than the plugin's.
+None from :func:`plan`: the caller (:mod:`.in_orthanc`) then asks the DICOMweb plugin, so an
+answer is never silently narrower than the plugin's.
+
+The data dictionary comes from :func:`use` (inside Orthanc, the JSON file ``serve`` writes);
+by default pydicom's, for the project's own use and tests.
 """
 
 from __future__ import annotations
@@ -38,9 +41,36 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import dictionary_keyword, dictionary_VR, tag_for_keyword
+from .dictionary import Dictionary
 
 LEVELS = ("Patient", "Study", "Series", "Instance")
+_DICTIONARY: list[Dictionary] = []
+
+
+def use(dictionary: Dictionary) -> None:
+    """Take ``dictionary`` as the data dictionary (instead of pydicom's)."""
+    _DICTIONARY[:] = [dictionary]
+
+
+def _dictionary() -> Dictionary:
+    if not _DICTIONARY:
+        _DICTIONARY.append(Dictionary.from_pydicom())
+    return _DICTIONARY[0]
+
+
+def dictionary_keyword(tag: int) -> str:
+    """The keyword of ``tag`` ('' when unknown)."""
+    return _dictionary().keyword_of(tag) or ""
+
+
+def dictionary_VR(keyword: str) -> str:  # noqa: N802 - pydicom's name
+    """The VR of ``keyword`` ('' when unknown)."""
+    return _dictionary().vr_of(keyword) or ""
+
+
+def tag_for_keyword(keyword: str) -> int | None:
+    """The tag of ``keyword`` (None when unknown)."""
+    return _dictionary().tag_of(keyword)
 # The computed attributes Orthanc's /tools/find returns through RequestedTags.
 COMPUTED: dict[str, str] = {
     "ModalitiesInStudy": "Study",
@@ -181,15 +211,11 @@ def _keyword(name: str) -> str:
 
 
 def _known(tag: int) -> bool:
-    try:
-        dictionary_keyword(tag)
-    except KeyError:
-        return False
-    return True
+    return bool(dictionary_keyword(tag))
 
 
 def _count(name: str, value: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise QidoError(f"{name}={value!r}: must be a non-negative integer")
     return int(value)
 
