@@ -1,9 +1,10 @@
 """The main job on an embedded default: synthesize, convert, validate, serve, load, verify, query.
 
 Everything lands in one work folder (default ``./vindr-demo``): ``release/`` (the synthetic
-release), ``out/`` (the converted objects), ``orthanc/`` (the PACS's data). Re-running reuses
-what is there: the release is kept, the conversion resumes, a PACS already running on the
-folder is reused and loading skips what is stored.
+release), ``out/`` (the converted objects), ``orthanc/`` (the PACS's data; as root, when the
+work folder is out of reach of the account the PACS runs as, ``/var/lib/vindr-dicom/demo``).
+Re-running reuses what is there: the release is kept, the conversion resumes, a PACS already
+running on the folder is reused and loading skips what is stored.
 """
 
 from __future__ import annotations
@@ -24,24 +25,24 @@ from converter.pipeline import ConversionResult, convert_release
 from converter.release import BREAST_CSV
 from converter.synth import generate_release
 from converter.validate import ValidationReport, validate_output
-from server.pacs import engine
-from server.pacs import orthanc as native
 from server.client import Connection, dicomweb_client
 from server.errors import ServerError
-from server.transfer.load import LoadResult, load
+from server.pacs import engine, processes, supervisor
+from server.pacs.layout import DataLayout, data_home
 from server.pacs.settings import (
     DEFAULT_DICOM_PORT,
     DEFAULT_HTTP_PORT,
     DEFAULT_WEB_PORT,
     Modality,
     ServerSettings,
+    settings_from_json,
 )
-from server.userconfig import config_path, load_user_config
+from server.transfer.load import LoadResult, load
 from server.transfer.verify import VerifyResult, verify
+from server.userconfig import config_path
 
 DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
 DEMO_AET_PORT = 11113  # where it would receive a C-MOVE
-VIEWER_PORT = 3000
 Step = Callable[[str], None]
 
 
@@ -67,26 +68,35 @@ class DemoResult:
         )
 
 
+def pacs_folder(workdir: Path) -> Path:
+    """Where the demo's PACS keeps its data: ``workdir/orthanc``, or, when the account the
+    PACS runs as (root never runs it) cannot reach the work folder, ``data_home()/demo``."""
+    wanted = Path(workdir) / "orthanc"
+    try:
+        processes.check_reachable(wanted, processes.service_account("orthanc"))
+    except ServerError:
+        return data_home() / "demo"
+    return wanted
+
+
 def start_pacs(data_dir: Path) -> ServerSettings:
-    """A native Orthanc on ``data_dir``: the one already running there, or a new one.
+    """The PACS on ``data_dir``: the one already running there, or a new one in the
+    background.
 
     A new one takes the default ports, or free ones when something else (say Debian's own
     ``orthanc`` service) holds them.
     """
+    layout = DataLayout.of(data_dir)
+    if supervisor.health(data_dir).running:
+        settings = settings_from_json(json.loads(layout.serve_settings.read_text()))
+        engine.remember(settings)
+        return settings
     modalities = [str(Modality(DEMO_AET, "127.0.0.1", DEMO_AET_PORT))]
-    if native.running_pid(data_dir) is not None:
-        config = json.loads(native.Layout(data_dir).config.read_text())
-        stored = load_user_config()
-        web = stored.web_url if stored and stored.data_dir == str(data_dir) else None
-        return engine.make_settings(data_dir, http_port=config["HttpPort"],
-                                    dicom_port=config["DicomPort"], aet=config["DicomAet"],
-                                    modalities=modalities,
-                                    web_port=int(web.rsplit(":", 1)[1]) if web else 0)
     http, dicom, web_port = DEFAULT_HTTP_PORT, DEFAULT_DICOM_PORT, DEFAULT_WEB_PORT
-    if native.port_in_use(http) or native.port_in_use(dicom):
-        http, dicom = native.free_port(), native.free_port()
-    if native.port_in_use(web_port):
-        web_port = native.free_port()
+    if processes.port_in_use(http) or processes.port_in_use(dicom):
+        http, dicom = processes.free_port(), processes.free_port()
+    if processes.port_in_use(web_port):
+        web_port = processes.free_port()
     settings = engine.make_settings(data_dir, http_port=http, dicom_port=dicom,
                                     modalities=modalities, web_port=web_port)
     engine.serve(settings, background=True)
@@ -96,12 +106,10 @@ def start_pacs(data_dir: Path) -> ServerSettings:
 def run_queries(settings: ServerSettings, connection: Connection) -> list[tuple[str, str, str]]:
     """A few real queries (C-FIND and QIDO-RS), with the command a user can paste."""
     queries = []
-    if settings.web_url:  # the gateway: searches from the index, no credentials
-        root, auth = f"{settings.web_url}/dicom-web", ""
-        web = DICOMwebClient(root)
-    else:
-        root, auth = settings.dicomweb_url, "-u vindr:$PASS "
-        web = dicomweb_client(connection)
+    # through the front door, with an account (here the admin's): searches from the index
+    front = Connection(settings.web_url, connection.username, connection.password)
+    root, auth = f"{settings.web_url}/dicom-web", f"-u {connection.username}:$PASS "
+    web: DICOMwebClient = dicomweb_client(front)
     for split in ("training", "test"):
         found = web.search_for_studies(search_filters={"StudyDescription": f"VinDr-Mammo-{split}"})
         queries.append((
@@ -148,7 +156,7 @@ def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int 
              step: Step = print) -> DemoResult:
     """Run the whole chain in ``workdir``; ``step`` is told what happens, line by line."""
     workdir = Path(workdir).resolve()
-    release, out, data = workdir / "release", workdir / "out", workdir / "orthanc"
+    release, out, data = workdir / "release", workdir / "out", pacs_folder(workdir)
     result = DemoResult(workdir)
 
     if (release / BREAST_CSV).is_file():
@@ -180,22 +188,20 @@ def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int 
         return result
     step("query")
     result.queries = run_queries(settings, connection)
-    step("viewer: OHIF behind the same-origin gateway")
+    step("viewer: OHIF on the front door")
     try:
-        result.viewer = start_viewer(connection)
+        result.viewer = start_viewer(settings, connection)
     except ServerError as exc:  # the archive works without it: say why, go on
         result.viewer_note = str(exc)
     return result
 
 
-def start_viewer(connection: Connection) -> tuple[str, str | None]:
-    """The OHIF viewer on this PACS, in the background (port 3000, else a free one)."""
+def start_viewer(settings: ServerSettings, connection: Connection) -> tuple[str, str | None]:
+    """The OHIF viewer on the front of this PACS: (study list URL, annotated exam URL)."""
     from server.front import viewer
 
-    ohif = viewer.install_ohif()
-    port = VIEWER_PORT if not native.port_in_use(VIEWER_PORT) else native.free_port()
-    _, url = viewer.start_background(viewer.viewer_settings(ohif, connection, port=port))
-    return viewer.exam_urls(url, connection)
+    viewer.enable(settings.data_dir, viewer.install_ohif())
+    return viewer.exam_urls(settings.web_url, connection)
 
 
 def password_snippet() -> str:

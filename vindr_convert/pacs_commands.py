@@ -456,11 +456,10 @@ def _print_demo(result, snippet: str) -> None:
     if result.settings is None or not result.queries:
         return
     settings = result.settings
-    web = (f"{settings.web_url}/dicom-web/ (searches from the index, no credentials; "
-           f"Orthanc's own: {settings.dicomweb_url}/)" if settings.web_url
-           else f"{settings.dicomweb_url}/")
-    out.print(f"\n[bold]PACS running[/]: {settings.url}/app/explorer.html, DICOMweb {web}, "
-              f"AET {settings.aet} on port {settings.dicom_port}")
+    out.print(f"\n[bold]PACS running[/]: front door {settings.web_url}/dicom-web/ (DICOMweb, "
+              f"every account; searches from the index), admin's REST API "
+              f"{settings.url}/app/explorer.html, AET {settings.aet} on port "
+              f"{settings.dicom_port}")
     out.print("Queries run (paste the commands to run them yourself):")
     if any("$PASS" in how for _, how, _ in result.queries):
         out.print(f"  {snippet}")
@@ -472,7 +471,8 @@ def _print_demo(result, snippet: str) -> None:
         out.print(f"\n[bold]Viewer (OHIF)[/]: {study_list}")
         if exam:
             out.print(f"  an annotated exam, four views with the boxes: {exam}")
-        out.print("Stop the viewer with: vindr-convert view --stop")
+        out.print("  (log in with an account: `vindr-convert users add NAME --password-stdin`, "
+                  "or the admin's, whose password is in the credentials file)")
     elif result.viewer_note:
         out.print(f"\nNo viewer: {result.viewer_note}")
     out.print("Stop the PACS with: vindr-convert stop")

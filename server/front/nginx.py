@@ -79,6 +79,8 @@ class FrontConfig:
         nodes' own ports are not published); no front key is added there.
     resolver
         Docker only: the DNS server that resolves node names at run time.
+    health_listen
+        Docker only: where the container's health check asks nginx itself.
     workers
         nginx worker processes.
     """
@@ -95,6 +97,7 @@ class FrontConfig:
     app_config: Path
     admin_listen: tuple[str, ...] = ()
     resolver: str | None = None
+    health_listen: str | None = None
     workers: int = 2
 
 
@@ -259,6 +262,12 @@ http {{
             }}
             auth_request /vindr-front-login;
             root {config.viewer};
+            # the single-page application: a path without a file extension is one of its
+            # routes (index.html); a missing file is a real 404
+            location ~ "\\.[A-Za-z0-9]+$" {{
+                auth_request /vindr-front-login;
+                try_files $uri =404;
+            }}
             try_files $uri $uri/ /index.html =404;
             add_header Cache-Control no-cache;
         }}
@@ -269,12 +278,13 @@ http {{
 
 
 def _admin_server(config: FrontConfig) -> str:
-    """Docker only: the admin's way to the nodes' whole REST API (no front key)."""
-    if not config.admin_listen:
-        return ""
-    listen = "".join(f"        listen {address};\n" for address in config.admin_listen)
-    proxy = "".join(f"            {line}\n" for line in _proxy_headers(config, key=False))
-    return f"""
+    """Docker only: the admin's way to the nodes' whole REST API (no front key), and the
+    container's health check."""
+    text = ""
+    if config.admin_listen:
+        listen = "".join(f"        listen {address};\n" for address in config.admin_listen)
+        proxy = "".join(f"            {line}\n" for line in _proxy_headers(config, key=False))
+        text += f"""
     # the admin's REST API (load, verify, stop); other accounts are refused by Orthanc here
     server {{
 {listen}        client_max_body_size 0;
@@ -283,3 +293,15 @@ def _admin_server(config: FrontConfig) -> str:
 {proxy}        }}
     }}
 """
+    if config.health_listen:
+        text += f"""
+    # the container's health check only (not published): nginx itself answers
+    server {{
+        listen {config.health_listen};
+        access_log off;
+        location = /health {{
+            return 200 "ok\\n";
+        }}
+    }}
+"""
+    return text

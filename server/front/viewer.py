@@ -122,8 +122,18 @@ def app_config() -> str:
 def write_app_config(data_dir: Path) -> Path:
     """Write OHIF's configuration where the front serves it (mode 600, like everything in
     the data folder: the front runs as its owner)."""
-    return atomic_write(DataLayout.of(data_dir).app_config, app_config(), mode=0o600,
-                        fsync=False)
+    layout = DataLayout.of(data_dir)
+    path = atomic_write(layout.app_config, app_config(), mode=0o600, fsync=False)
+    _owned_like_the_folder(path, layout.root)
+    return path
+
+
+def _owned_like_the_folder(path: Path, root: Path) -> None:
+    """Give ``path`` to the data folder's owner (the account the front runs as) when we
+    are root and it is another."""
+    owner = root.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 def enable(data_dir: Path, ohif_dir: Path) -> Path:
@@ -140,6 +150,7 @@ def enable(data_dir: Path, ohif_dir: Path) -> Path:
     tmp = link.with_name(".ohif.new")
     tmp.unlink(missing_ok=True)
     os.symlink(Path(ohif_dir).resolve(), tmp)
+    _owned_like_the_folder(tmp, layout.root)
     os.replace(tmp, link)
     return link
 

@@ -1,28 +1,34 @@
-"""Run the PACS with docker compose: ``orthancteam/orthanc`` nodes, PostgreSQL, nginx.
+"""Run the PACS with docker compose: ``orthancteam/orthanc`` nodes, PostgreSQL, the front.
 
 The compose file is ``docker/docker-compose.yml`` in the repository: the Orthanc nodes of
-:data:`ORTHANC_NODES` share one PostgreSQL index and one storage folder, and nginx
-(``docker/nginx.conf``) balances HTTP over them on ``settings.http_port``; each node has its
-own DICOM port, ``settings.dicom_port`` and the next ones (:func:`dicom_ports`).
+:data:`ORTHANC_NODES` share one PostgreSQL index and one storage folder and run the front's
+code in process (Orthanc's Python plugin, :mod:`server.front.plugin`); nginx
+(:mod:`server.front.nginx`, the same front door as the native PACS) serves DICOMweb and the
+viewer to every account on ``settings.web_port`` and the admin's REST API on
+``settings.http_port`` (loopback only); each node has its own DICOM port,
+``settings.dicom_port`` and the next ones (:func:`dicom_ports`).
 
 :func:`prepare` turns a data folder into a compose project (mode 700)::
 
     DATA/docker-compose.yml          copy of docker/docker-compose.yml
-    DATA/nginx.conf                  copy of docker/nginx.conf (the load balancer)
-    DATA/.env                        ports, HTTP and DICOM bind addresses, storage folders
+    DATA/.env                        ports, bind addresses, folders
     DATA/secrets/orthanc.secret.json Orthanc configuration of every node (same policy as
-                                     native, plus the PostgreSQL settings for several writers)
+                                     native: the accounts, the Python plugin, PostgreSQL
+                                     settings for several writers)
     DATA/secrets/postgres_password   database password (generated once, then kept)
-    DATA/storage/, DATA/postgres/    bind-mounted data (mode 700)
+    DATA/front/nginx.conf            the front door; front/plugin/ the in-Orthanc code;
+    DATA/front/app-config.js         OHIF's configuration; front/rotate-audit.sh the audit
+                                     log's rotation
+    DATA/storage/, DATA/postgres/    bind-mounted data (mode 700); DATA/logs/ the audit log
 
 DICOM is published on ``settings.listen`` (127.0.0.1 unless ``serve --listen``). Behind
 docker's port publishing, a connection from this machine reaches Orthanc from the bridge's
 gateway, not from 127.0.0.1, so Orthanc's host check cannot tell local callers apart: on
-loopback the port itself is the barrier (host check off, the loader AE title registered);
-with ``--listen`` the host check is on and no store-enabled AE title is registered.
+loopback the port itself is the barrier (host check off); with ``--listen`` the host check
+is on. No AE title may store, but the random one a C-STORE load registers for its run.
 
-Secret files are mode 644 inside the 700 folder: compose (outside swarm) mounts them with
-the host's modes and the postgres image reads its password as its own user.
+Files the containers read are mode 644 inside the 700 folder: compose (outside swarm) mounts
+them with the host's modes, and the images read them as their own users.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import json
 import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,18 @@ from typing import Any
 from converter.fileio import PRIVATE_FILE, atomic_write, private_dir
 
 from server.errors import ServerError, SettingsError
-from server.pacs.settings import LOOPBACK, ServerSettings, check_port, is_loopback, orthanc_config
+from server.front import files as front_files
+from server.front import nginx, viewer
+from server.pacs import accounts as account_store
+from server.pacs.layout import DataLayout
+from server.pacs.settings import (
+    KEEP_ALIVE_TIMEOUT,
+    LOOPBACK,
+    ServerSettings,
+    check_port,
+    is_loopback,
+    orthanc_config,
+)
 
 ORTHANC_IMAGE = "orthancteam/orthanc:25.2.0"
 ORTHANC_IMAGE_VERSION = "1.12.6"  # the Orthanc inside ORTHANC_IMAGE (PostgreSQL plugin 7.2)
@@ -47,19 +64,18 @@ POSTGRES_IMAGE = "postgres:16.6"
 NGINX_IMAGE = "nginx:1.30.4-alpine"  # the stable branch; the upstream "resolve" needs >= 1.27.3
 # The compose file's Orthanc services, in the order of their DICOM ports (dicom_ports).
 ORTHANC_NODES = ("orthanc-1", "orthanc-2")
-# docker/docker-compose.yml and docker/nginx.conf of the repository, shipped inside the
-# package (symbolic links in the source tree, copies in a wheel), so that an installed
-# package finds them too.
+# docker/docker-compose.yml of the repository, shipped inside the package (a symbolic link
+# in the source tree, a copy in a wheel), so that an installed package finds it too.
 COMPOSE_TEMPLATE = Path(str(resources.files("server.pacs") / "resources" / "docker-compose.yml"))
-NGINX_TEMPLATE = Path(str(resources.files("server.pacs") / "resources" / "nginx.conf"))
 CONTAINER_HTTP_PORT = 8042  # fixed inside the containers; the compose file maps them
+CONTAINER_WEB_PORT = 8050
 CONTAINER_DICOM_PORT = 4242
+CONTAINER_PLUGIN = Path("/vindr/front/plugin")  # where the nodes see DATA/front/plugin
+CONTAINER_LOGS = Path("/var/log/vindr")  # where the front sees DATA/logs
+HEALTH_LISTEN = "127.0.0.1:8081"
 # Connections each node opens to PostgreSQL, all at start (the plugin's default is 50: two
 # nodes would take all of PostgreSQL's 100). A transaction holds one only while it runs.
 INDEX_CONNECTIONS_PER_NODE = 25
-# Orthanc closes an idle HTTP keep-alive connection after this many seconds (its default is
-# 1): nginx.conf's upstream keepalive_timeout (1 s) must stay below it.
-KEEP_ALIVE_TIMEOUT = 2
 INSTALL_HINT = "install Docker Engine with the compose plugin (docker compose version must work)"
 
 
@@ -91,8 +107,13 @@ class DockerProject:
 
     @property
     def nginx_config(self) -> Path:
-        """The project's copy of the load balancer's configuration."""
-        return self.root / "nginx.conf"
+        """The front door's configuration."""
+        return self.root / "front" / "nginx.conf"
+
+    @property
+    def rotate_script(self) -> Path:
+        """The front container's command: nginx, and the audit log's rotation."""
+        return self.root / "front" / "rotate-audit.sh"
 
     def command(self, *args: str) -> list[str]:
         """``docker compose`` on this project with ``args``."""
@@ -118,7 +139,8 @@ def dicom_port_variable(node: str) -> str:
     return "VINDR_DICOM_PORT" + (f"_{index + 1}" if index else "")
 
 
-def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str, Any]:
+def docker_config(settings: ServerSettings, postgres_password: str,
+                  accounts: dict[str, str] | None = None) -> dict[str, Any]:
     """:func:`orthanc_config` for every node: fixed inner ports, a shared PostgreSQL index.
 
     Remote access is on inside the containers (requests arrive from docker's network); the
@@ -139,9 +161,7 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
     (:func:`orthanc_config`): several nodes recycling one archive would race.
     """
     local_only = is_loopback(settings.listen)
-    if not local_only:  # callers keep their address: check it; no loader AE title at all
-        settings = replace(settings, loader_aet="")
-    config = orthanc_config(settings, ORTHANC_IMAGE_VERSION)
+    config = orthanc_config(settings, ORTHANC_IMAGE_VERSION, accounts)
     config["DicomCheckModalityHost"] = not local_only
     config.update(
         {
@@ -151,6 +171,8 @@ def docker_config(settings: ServerSettings, postgres_password: str) -> dict[str,
             "StorageDirectory": "/var/lib/orthanc/db",
             "KeepAliveTimeout": KEEP_ALIVE_TIMEOUT,
             "CheckRevisions": False,
+            "PythonScript": str(front_files.PluginPaths(CONTAINER_PLUGIN).script),
+            "PythonVerbose": False,
             "PostgreSQL": {
                 "EnableIndex": True,
                 "EnableStorage": False,
@@ -172,9 +194,13 @@ def env_file_text(settings: ServerSettings) -> str:
     """The ``.env`` for ``settings``."""
     ports = "".join(f"{dicom_port_variable(node)}={port}\n"
                     for node, port in dicom_ports(settings).items())
+    ohif = viewer.default_ohif_dir()
+    viewer_dir = str(ohif) if viewer.ohif_installed(ohif) else "./front/no-viewer"
     return (
-        f"VINDR_HTTP_BIND={'0.0.0.0' if settings.remote_access else '127.0.0.1'}\n"
+        f"VINDR_WEB_BIND={'0.0.0.0' if settings.remote_access else '127.0.0.1'}\n"
+        f"VINDR_WEB_PORT={settings.web_port}\n"
         f"VINDR_HTTP_PORT={settings.http_port}\n"
+        f"VINDR_VIEWER_DIR={viewer_dir}\n"
         f"VINDR_DICOM_BIND={settings.listen}\n"
         f"{ports}"
         "VINDR_STORAGE_DIR=./storage\n"
@@ -199,38 +225,85 @@ def check_ports(settings: ServerSettings) -> None:
                 "choose ports apart")
 
 
-def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE,
-            nginx_template: Path = NGINX_TEMPLATE) -> DockerProject:
+def front_config(settings: ServerSettings, front_key: str) -> nginx.FrontConfig:
+    """The front door inside its container (paths as the container sees them)."""
+    hosts = front_files.served_hosts(settings.hostnames, settings.remote_access)
+    return nginx.FrontConfig(
+        listen=(str(CONTAINER_WEB_PORT),), hosts=hosts,
+        nodes=tuple(f"{node}:{CONTAINER_HTTP_PORT}" for node in ORTHANC_NODES),
+        front_key=front_key, pid=Path("/tmp/nginx.pid"),
+        error_log=CONTAINER_LOGS / "front-error.log", audit_log=CONTAINER_LOGS / "audit.log",
+        temp=Path("/var/cache/nginx"), viewer=Path("/vindr/viewer"),
+        app_config=Path("/vindr/front/app-config.js"),
+        admin_listen=(str(CONTAINER_HTTP_PORT),), resolver="127.0.0.11",
+        health_listen=HEALTH_LISTEN)
+
+
+def rotate_script(keep: int = 10, limit: int = 64 << 20) -> str:
+    """The front container's command: the audit log rotated beside nginx."""
+    log = CONTAINER_LOGS / "audit.log"
+    return f"""#!/bin/sh
+# Written by `vindr-convert serve --engine docker`: nginx in the foreground, and the audit
+# log rotated beside it once past {limit} bytes ({keep} old files kept).
+log={log}
+(while sleep 60; do
+  size=$(stat -c %s "$log" 2>/dev/null || echo 0)
+  if [ "$size" -gt {limit} ]; then
+    k={keep - 1}
+    while [ "$k" -ge 1 ]; do
+      [ -f "$log.$k" ] && mv "$log.$k" "$log.$((k + 1))"
+      k=$((k - 1))
+    done
+    mv "$log" "$log.1" && kill -USR1 "$(cat /tmp/nginx.pid)"
+  fi
+done) &
+exec nginx -c /etc/nginx/nginx.conf
+"""
+
+
+def prepare(settings: ServerSettings, template: Path = COMPOSE_TEMPLATE) -> DockerProject:
     """Write the compose project for ``settings`` into ``settings.data_dir``.
 
     The database password is generated on first use and kept afterwards (the database
-    volume remembers it).
+    volume remembers it); the front's key is new each time.
 
     Raises
     ------
     ServerError
-        When the compose template or the nginx configuration is missing (an installed
-        package without the repo).
+        When the compose template is missing (an installed package without the repo).
     SettingsError
         When a node's DICOM port is out of range or on the HTTP port (:func:`check_ports`).
     """
-    for needed in (template, nginx_template):
-        if not needed.is_file():
-            raise ServerError(f"{needed} missing: the vindr-dicom installation is incomplete")
+    if not template.is_file():
+        raise ServerError(f"{template} missing: the vindr-dicom installation is incomplete")
     check_ports(settings)
     project = DockerProject(settings.data_dir)
+    layout = DataLayout.of(settings.data_dir)
     private_dir(project.root)
-    for folder in ("storage", "postgres"):
+    for folder in ("storage", "postgres", "logs", "front"):
         private_dir(project.root / folder)
     shutil.copyfile(template, project.compose_file)
-    shutil.copyfile(nginx_template, project.nginx_config)
     if project.postgres_secret.is_file():
         password = project.postgres_secret.read_text().strip()
     else:
         password = secrets.token_urlsafe(24)
         atomic_write(project.postgres_secret, password + "\n", mode=0o644)
-    atomic_write(project.orthanc_secret, json.dumps(docker_config(settings, password), indent=2),
-                 mode=0o644)
+    others = account_store.read_accounts(settings.data_dir)
+    key = front_files.new_front_key()
+    front_files.write_plugin(
+        layout.plugin, admin=settings.credentials.username,
+        roles={a.name: a.role for a in others.values()},
+        hosts=front_files.served_hosts(settings.hostnames, settings.remote_access),
+        front_key=key, seen_as=CONTAINER_PLUGIN)
+    for path in layout.plugin.rglob("*"):  # the nodes read them as their own user
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    layout.plugin.chmod(0o755)
+    atomic_write(project.nginx_config, nginx.render(front_config(settings, key)), mode=0o644)
+    atomic_write(layout.app_config, viewer.app_config(), mode=0o644)
+    atomic_write(project.rotate_script, rotate_script(), mode=0o644)
+    (project.root / "front" / "no-viewer").mkdir(exist_ok=True)
+    config = docker_config(settings, password, {a.name: a.password for a in others.values()})
+    atomic_write(project.orthanc_secret, json.dumps(config, indent=2), mode=0o644)
     atomic_write(project.env_file, env_file_text(settings), mode=PRIVATE_FILE)
     return project
 
@@ -283,8 +356,8 @@ def exposure_notes(settings: ServerSettings) -> list[str]:
     """What the network can reach of the compose project, for users."""
     ports = ", ".join(f"{port} ({node})" for node, port in dicom_ports(settings).items())
     if is_loopback(settings.listen):
-        return [(f"DICOM ports {ports} are published on {LOOPBACK} only; "
-                 f"{settings.loader_aet or 'no'} store-enabled AE title")]
+        return [(f"DICOM ports {ports} are published on {LOOPBACK} only; no AE title may "
+                 "store but the random one a C-STORE load registers for its run")]
     return [(f"DICOM ports {ports} are published on {settings.listen}; each "
-             "modality is accepted from its own address only, and no store-enabled AE title "
-             "is registered (load over REST)")]
+             "modality is accepted from its own address only; no AE title may store but the "
+             "random one a C-STORE load registers for its run")]

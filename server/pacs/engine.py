@@ -145,7 +145,8 @@ def _info(settings: ServerSettings, version: str, pid: int | None,
     )
 
 
-def _remember(settings: ServerSettings) -> None:
+def remember(settings: ServerSettings) -> None:
+    """Record in the per-user file where the PACS of ``settings`` runs."""
     native = settings.engine == "native"
     remember_server(
         url=settings.url,
@@ -180,7 +181,7 @@ def serve(
     """
     if settings.engine == "docker":
         project = docker.prepare(settings)
-        _remember(settings)
+        remember(settings)
         if not background:  # compose runs attached from here on: say where it will be
             if on_ready is not None:
                 on_ready(_info(settings, docker.ORTHANC_IMAGE, None))
@@ -191,13 +192,13 @@ def serve(
         return code
     if background:
         info = start_background(settings)
-        _remember(settings)
+        remember(settings)
         if on_ready is not None:
             on_ready(info)
         return 0
 
     def ready(sup: supervisor.Supervisor) -> None:
-        _remember(settings)
+        remember(settings)
         if on_ready is not None:
             on_ready(_info(settings, sup.runtime.version, os.getpid(), sup.runtime.note))
 

@@ -1,4 +1,5 @@
-"""A real Orthanc for the session: the default build (server.runtime) via server.native, on free ports in a tmp dir.
+"""A real PACS for the session: the default Orthanc build (server.pacs.runtime), its front door
+and supervisor, started as `serve --background` starts them, on free ports.
 
 It knows two AE titles besides its own: ``PYNETDICOM`` (a pynetdicom storage SCP started
 here, the C-MOVE destination; the pynetdicom SCU calls with the same title) and ``DCMTK``
@@ -9,7 +10,6 @@ are loaded once over REST.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,15 +25,13 @@ from pacs_tools import (
     Pacs,
     StorageSCP,
     free_port,
-    free_ports,
     pacs_settings,
+    start_pacs,
 )
-from server.pacs import supervisor as cluster
-from server.pacs import orthanc as native
-from server.pacs import runtime
 from server.client import OrthancClient
-from server.transfer.load import load
+from server.pacs import runtime
 from server.pacs.settings import Modality
+from server.transfer.load import load
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,43 +71,39 @@ def pacs(
         Modality(DCMTK_AET, "127.0.0.1", free_port()),
         Modality(ELSEWHERE_AET, ELSEWHERE_HOST, free_port()),
     )
-    settings = pacs_settings(tmp_path_factory.mktemp("orthanc"), modalities)
     if TOPOLOGY == "cluster":
         # PostgreSQL index, two nodes: loaded through node 1, every test talks to node 2.
-        settings = replace(settings, index="postgresql", nodes=2, http_port=free_ports(2),
-                           dicom_port=free_ports(2), web_port=free_port())
-        started = cluster.start(settings, gateway=False)
-        stop, server, settings = started.stop, started.nodes[-1], settings.node(1)
+        settings = pacs_settings(None, modalities, index="postgresql", nodes=2)
     else:
-        server = native.start(settings)
-        stop = server.stop
+        settings = pacs_settings(None, modalities)
+    running = start_pacs(settings)
     try:
         out, output = pacs_output
-        if TOPOLOGY == "cluster":  # spread over both nodes
-            result = load(out, started.first.connection, nodes=started.settings.node_urls)
-        else:
-            result = load(out, server.connection)
+        under_test = settings.node(settings.nodes - 1)
+        result = load(out, running.admin, nodes=settings.node_urls)  # spread over the nodes
         assert result.ok, result.errors
-        connection = server.connection
+        connection = running.node(settings.nodes - 1)
+        client = OrthancClient.connect(connection)
         yield Pacs(
-            server,
-            settings,
+            running,
+            under_test,
             connection,
-            OrthancClient.connect(connection),
+            client,
+            client.system(),
             scp,
             out,
             output.studies,
             output.release,
         )
     finally:
-        stop()
+        running.stop()
         scp.stop()
 
 
 @pytest.fixture(scope="session")
 def orthanc_version(pacs: Pacs) -> tuple[int, ...]:
     """Version of the Orthanc under test."""
-    return pacs.server.system.version_tuple
+    return pacs.system.version_tuple
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -1,10 +1,15 @@
-"""Helpers for the PACS tests: free ports, dcmtk tools, a pynetdicom storage SCP, C-FIND cases."""
+"""Helpers for the PACS tests: free ports, data folders the PACS's account can reach, a
+running PACS (the whole of it, as `serve --background` starts it), dcmtk tools, a pynetdicom
+storage SCP, C-FIND cases."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +20,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from pacs_testdata import LoadedStudy
-from server.pacs import orthanc as native
-from server.front.gateway import Gateway, GatewaySettings, start_gateway
-from server.client import Connection, OrthancClient
+from server.client import Connection, OrthancClient, SystemInfo
+from server.pacs import accounts, engine, orthanc, processes, supervisor
 from server.pacs.settings import Credentials, Modality, ServerSettings
 
 SERVER_AET = "VINDR-TEST"
@@ -27,8 +31,23 @@ ELSEWHERE_AET = "ELSEWHERE"  # registered at another loopback address than the t
 ELSEWHERE_HOST = "127.0.0.2"
 
 
-free_port = native.free_port
-free_ports = native.free_ports
+free_port = processes.free_port
+free_ports = processes.free_ports
+ADMIN = Credentials("tester", "test-password-1")
+READER = accounts.Account("reader", "reader-password-1", accounts.READ)
+WRITER = accounts.Account("writer", "writer-password-1", accounts.WRITE)
+_BASE: list[Path] = []
+
+
+def pacs_folder(name: str) -> Path:
+    """A new folder for a PACS's data that the account the PACS runs as can reach (root's
+    tests: pytest's own tmp folders are closed to others, mode 700)."""
+    if not _BASE:
+        base = Path(tempfile.mkdtemp(prefix="vindr-pacs-tests-", dir="/var/tmp"))
+        base.chmod(0o711)
+        _BASE.append(base)
+        atexit.register(shutil.rmtree, base, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_BASE[0]))
 
 
 def dcmtk(tool: str) -> str:
@@ -85,16 +104,56 @@ class StorageSCP:
 TOPOLOGY = os.environ.get("VINDR_TEST_PACS", "sqlite")
 
 
+@dataclass
+class Running:
+    """A PACS started by :func:`running_pacs`."""
+
+    settings: ServerSettings
+
+    @property
+    def admin(self) -> Connection:
+        """The admin's connection to node 1 (Orthanc's own port)."""
+        return orthanc.admin_connection(self.settings.node(0))
+
+    def node(self, node: int) -> Connection:
+        """The admin's connection to node ``node`` (from 0)."""
+        return orthanc.admin_connection(self.settings.node(node))
+
+    def front(self, account: accounts.Account | None = READER) -> Connection:
+        """The front door as ``account`` (the reader by default; None: no credentials)."""
+        if account is None:
+            return Connection(self.settings.web_url)
+        return Connection(self.settings.web_url, account.name, account.password)
+
+    def part_pid(self, name: str) -> int:
+        """The pid of a part (``"Orthanc node 1"``, ``"index (PostgreSQL)"``...)."""
+        for part in supervisor.health(self.settings.data_dir).parts:
+            if part.name == name and part.pid:
+                return part.pid
+        raise LookupError(name)
+
+    def stop(self) -> None:
+        engine.stop(self.settings.data_dir)
+
+
+def start_pacs(settings: ServerSettings, with_accounts: bool = True) -> Running:
+    """The whole PACS on ``settings`` in the background (as `serve --background`), with the
+    test accounts (:data:`READER`, :data:`WRITER`)."""
+    if with_accounts:
+        for account in (READER, WRITER):
+            accounts.add(settings.data_dir, account, admin=settings.credentials.username)
+    engine.start_background(settings)
+    return Running(settings)
+
+
 @contextmanager
-def running_gateway(settings: GatewaySettings) -> Iterator[Gateway]:
-    """A gateway serving in a thread for the ``with`` block, then shut down."""
-    gateway, thread = start_gateway(settings)
+def running_pacs(settings: ServerSettings, with_accounts: bool = True) -> Iterator[Running]:
+    """:func:`start_pacs` for the ``with`` block, then stopped."""
+    running = start_pacs(settings, with_accounts)
     try:
-        yield gateway
+        yield running
     finally:
-        gateway.shutdown()
-        gateway.server_close()
-        thread.join(timeout=5)
+        running.stop()
 
 
 def c_find_answers(assoc, query: Dataset, model: object) -> list[Dataset]:
@@ -109,26 +168,33 @@ def c_find_answers(assoc, query: Dataset, model: object) -> list[Dataset]:
     return answers
 
 
-def pacs_settings(data_dir: Path, modalities: tuple[Modality, ...] = ()) -> ServerSettings:
-    """Settings on free ports with fixed test credentials."""
-    return ServerSettings(
-        data_dir=data_dir,
-        credentials=Credentials("tester", "test-password-1"),
-        http_port=free_port(),
-        dicom_port=free_port(),
+def pacs_settings(data_dir: Path | None = None, modalities: tuple[Modality, ...] = (),
+                  **kwargs: object) -> ServerSettings:
+    """Settings on free ports with fixed test credentials, in a folder the PACS's account
+    can reach (a new one when ``data_dir`` is None)."""
+    nodes = int(kwargs.get("nodes", 1))  # type: ignore[arg-type]
+    fields = dict(
+        data_dir=data_dir or pacs_folder("orthanc"),
+        credentials=ADMIN,
+        http_port=free_ports(nodes),
+        dicom_port=free_ports(nodes),
+        web_port=free_port(),
         aet=SERVER_AET,
         modalities=modalities,
     )
+    fields.update(kwargs)
+    return ServerSettings(**fields)  # type: ignore[arg-type]
 
 
 @dataclass
 class Pacs:
     """The session's running PACS and what was loaded into it."""
 
-    server: native.NativeServer
-    settings: ServerSettings
-    connection: Connection
+    running: Running
+    settings: ServerSettings  # the node under test's (node 2 of a cluster)
+    connection: Connection  # the admin's, to the node under test
     client: OrthancClient
+    system: SystemInfo
     scp: StorageSCP
     out: Path  # the converted folder loaded (manifest.csv, images/, sr/, seg/)
     studies: list[LoadedStudy]
@@ -138,3 +204,7 @@ class Pacs:
     def dicom_port(self) -> int:
         """Orthanc's DICOM port."""
         return self.settings.dicom_port
+
+    def front(self, account: accounts.Account | None = READER) -> Connection:
+        """The front door as ``account`` (the reader by default)."""
+        return self.running.front(account)

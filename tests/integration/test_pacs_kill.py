@@ -1,6 +1,6 @@
-"""Nothing lost: a ``load`` process killed midway, or Orthanc killed midway through a load, and
-the same load re-run: every manifest object is in the PACS exactly once, as the manifest's
-bytes (verify's content check), and nothing else is."""
+"""Nothing lost: a ``load`` process killed midway, or Orthanc killed midway through a load
+(the supervisor restarts it), and the same load re-run: every manifest object is in the
+PACS exactly once, as the manifest's bytes (verify's content check), and nothing else is."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 
 from converter.manifest import read_manifest
 from pacs_testdata import Output, make_output
-from pacs_tools import pacs_settings
-from server.pacs import orthanc as native
+from pacs_tools import pacs_settings, running_pacs
 from server.client import Connection, OrthancClient
+from server.pacs import supervisor
 from server.transfer.verify import verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,40 +79,50 @@ def rerun(out: Path, connection: Connection) -> subprocess.CompletedProcess[str]
 def test_killed_load_completes_on_rerun(tmp_path: Path) -> None:
     out = tmp_path / "out"
     output = make_output(out, n_studies=4, prefix="pacs-test")
-    server = native.start(pacs_settings(tmp_path / "orthanc"))
-    try:
-        client = OrthancClient.connect(server.connection)
-        loading = subprocess.Popen(load_command(out, server.connection, slow=True), cwd=REPO,
+    with running_pacs(pacs_settings()) as running:
+        connection = running.admin
+        client = OrthancClient.connect(connection)
+        loading = subprocess.Popen(load_command(out, connection, slow=True), cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         held = wait_for_count(client, 6, loading)
         loading.send_signal(signal.SIGKILL)
         assert loading.wait(30) == -signal.SIGKILL
         assert held < 24
-        again = rerun(out, server.connection)
+        again = rerun(out, connection)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "0 failed, 0 missing" in again.stdout
-        assert_complete(out, output, server.connection)
-    finally:
-        server.stop()
+        assert_complete(out, output, connection)
 
 
-def test_orthanc_killed_during_a_load_then_restarted(tmp_path: Path) -> None:
+def wait_up(data_dir: Path, timeout: float = 60) -> supervisor.Health:
+    """The PACS's health once every part is up again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = supervisor.health(data_dir)
+        if health.problem is None:
+            return health
+        time.sleep(0.1)
+    raise AssertionError(f"not up again: {supervisor.health(data_dir).problem}")
+
+
+def test_orthanc_killed_during_a_load_is_restarted_and_the_rerun_completes(
+        tmp_path: Path) -> None:
     out = tmp_path / "out"
     output = make_output(out, n_studies=4, prefix="pacs-test")
-    settings = pacs_settings(tmp_path / "orthanc")
-    server = native.start(settings)
-    try:
-        client = OrthancClient.connect(server.connection)
-        loading = subprocess.Popen(load_command(out, server.connection, slow=True), cwd=REPO,
+    with running_pacs(pacs_settings()) as running:
+        connection = running.admin
+        client = OrthancClient.connect(connection)
+        loading = subprocess.Popen(load_command(out, connection, slow=True), cwd=REPO,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for_count(client, 6, loading)
-        os.kill(server.pid, signal.SIGKILL)
-        server.process.wait()
+        killed = running.part_pid("Orthanc node 1")
+        os.kill(killed, signal.SIGKILL)
         output_text, _ = loading.communicate(timeout=300)
-        assert loading.returncode == 1, output_text  # it says what is missing
-        server = native.start(settings)  # same data folder, same ports
-        again = rerun(out, server.connection)
+        # it completes through its retries once the node is back, or says what is missing
+        assert loading.returncode in (0, 1), output_text
+        health = wait_up(running.settings.data_dir)
+        node = next(p for p in health.parts if p.name == "Orthanc node 1")
+        assert node.restarts == 1 and node.pid != killed and "SIGKILL" in node.last_exit
+        again = rerun(out, connection)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert_complete(out, output, server.connection)
-    finally:
-        server.stop()
+        assert_complete(out, output, connection)

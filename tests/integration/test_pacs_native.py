@@ -1,4 +1,5 @@
-"""server.native: a foreground run stops on SIGTERM or Ctrl-C; clear errors when it cannot start."""
+"""The native PACS: a foreground serve stops on SIGTERM or Ctrl-C; clear errors when it
+cannot start; what each node runs with."""
 
 from __future__ import annotations
 
@@ -9,23 +10,23 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from pacs_tools import Pacs, pacs_settings, running_gateway
-from server.pacs import orthanc as native
-from server.pacs import runtime
+from pacs_tools import ADMIN, READER, Pacs, pacs_settings, running_pacs
 from server.errors import ServerError
+from server.front.files import PluginPaths
+from server.pacs import engine, orthanc, processes, runtime, supervisor
+from server.pacs.layout import DataLayout
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_foreground_serve_stops_cleanly(tmp_path: Path, signum: int) -> None:
-    settings = pacs_settings(tmp_path / "data")
+def test_foreground_serve_stops_everything_cleanly(signum: int) -> None:
+    settings = pacs_settings()
     script = textwrap.dedent(
         f"""
         import sys
@@ -36,41 +37,36 @@ def test_foreground_serve_stops_cleanly(tmp_path: Path, signum: int) -> None:
         ensure_credentials()
         settings = ServerSettings(
             data_dir=Path({str(settings.data_dir)!r}),
-            credentials=Credentials("tester", "test-password-1"),
+            credentials=Credentials({ADMIN.username!r}, {ADMIN.password!r}),
             http_port={settings.http_port},
             dicom_port={settings.dicom_port},
-            web_port=0,
+            web_port={settings.web_port},
         )
         ready = lambda info: print("ready", info.pid, flush=True)
         sys.exit(engine.serve(settings, on_ready=ready))
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parents[2],
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
     try:
         line = proc.stdout.readline().split()
         assert line[0] == "ready"
-        orthanc_pid = int(line[1])
-        answer = requests.get(
-            settings.url + "/system", auth=("tester", "test-password-1"), timeout=5
-        )
+        health = supervisor.health(settings.data_dir)
+        assert health.running and health.problem is None
+        pids = [part.pid for part in health.parts]
+        assert len(pids) == 2  # node 1 and the front
+        answer = requests.get(settings.url + "/system", auth=(ADMIN.username, ADMIN.password),
+                              timeout=5)
         assert answer.status_code == 200
-        assert native.running_pid(settings.data_dir) == orthanc_pid
         proc.send_signal(signum)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{orthanc_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{orthanc_pid}").exists()
-    assert native.running_pid(settings.data_dir) is None
-    assert not native.Layout(settings.data_dir).pid_file.exists()
+    for pid in pids:
+        assert not processes.alive(pid)
+    assert not supervisor.health(settings.data_dir).running
+    assert not DataLayout.of(settings.data_dir).node(0).pid_file.exists()
 
 
 def test_missing_binary_gives_install_hint(tmp_path: Path) -> None:
@@ -83,11 +79,15 @@ def test_missing_root_says_how_to_build_it(tmp_path: Path) -> None:
         runtime.root_runtime(tmp_path)
 
 
-def test_missing_dicomweb_plugin_gives_install_hint(tmp_path: Path) -> None:
+def test_missing_plugins_give_install_hints(tmp_path: Path) -> None:
     chosen = runtime.select()
     fake = runtime.Runtime(chosen.binary, chosen.version, tmp_path)  # a root without plugins
     with pytest.raises(ServerError, match="libOrthancDicomWeb.so is missing.*orthanc-dicomweb"):
-        native.start(pacs_settings(tmp_path), runtime=fake)
+        orthanc.plugins_of(fake, postgresql=False)
+    (tmp_path / runtime.PLUGIN_SUBDIR).mkdir(parents=True)
+    (tmp_path / runtime.PLUGIN_SUBDIR / runtime.DICOMWEB_PLUGIN).touch()
+    with pytest.raises(ServerError, match="libOrthancPython.so is missing.*orthanc-python"):
+        orthanc.plugins_of(fake, postgresql=False)
 
 
 def test_default_runtime_indexes_the_archive_tags_when_it_can() -> None:
@@ -103,58 +103,79 @@ def test_default_runtime_indexes_the_archive_tags_when_it_can() -> None:
         assert "install-orthanc" in chosen.note
 
 
-def test_busy_port_is_refused(pacs: Pacs, tmp_path: Path) -> None:
-    busy = replace(pacs_settings(tmp_path), http_port=pacs.settings.http_port)
-    with pytest.raises(ServerError, match=f"HTTP port {pacs.settings.http_port} is already in use"):
-        native.start(busy)
+def test_busy_port_is_refused(pacs: Pacs) -> None:
+    settings = pacs_settings(http_port=pacs.settings.http_port)
+    with pytest.raises(ServerError, match=f"HTTP port {pacs.settings.http_port} of node 1 is "
+                                          "already in use"):
+        engine.start_background(settings)
+    assert not supervisor.health(settings.data_dir).running
 
 
-def test_second_server_on_same_data_dir_is_refused(pacs: Pacs) -> None:
+def test_second_pacs_on_same_data_dir_is_refused(pacs: Pacs) -> None:
     with pytest.raises(ServerError, match="already runs"):
-        native.start(pacs.settings)
+        engine.start_background(pacs.running.settings)
 
 
-def test_config_file_is_private_and_lists_one_plugin(pacs: Pacs) -> None:
-    layout = native.Layout(pacs.settings.data_dir)
-    assert oct(os.stat(layout.config).st_mode & 0o777) == "0o600"
-    config = json.loads(layout.config.read_text())
-    assert config["Plugins"] == [str(pacs.server.runtime.plugin_dir / runtime.DICOMWEB_PLUGIN)]
+def test_node_config_is_private_and_lists_its_plugins(pacs: Pacs) -> None:
+    layout = DataLayout.of(pacs.settings.data_dir)
+    assert oct(os.stat(layout.node(0).config).st_mode & 0o777) == "0o600"
+    config = json.loads(layout.node(0).config.read_text())
+    plugins = [Path(p).name for p in config["Plugins"]]
+    assert plugins[:2] == [runtime.DICOMWEB_PLUGIN, runtime.PYTHON_PLUGIN]
+    assert config["PythonScript"] == str(PluginPaths(layout.plugin).script)
     assert Path(config["TemporaryDirectory"]).is_dir()
     assert config["RemoteAccessAllowed"] is False
+    assert set(config["RegisteredUsers"]) == {ADMIN.username, READER.name, "writer"}
 
 
-def test_orthanc_runs_without_nagle_delay(pacs: Pacs) -> None:
+def test_orthanc_runs_without_nagle_delay_and_never_as_root(pacs: Pacs) -> None:
     """DCMTK in Orthanc leaves Nagle on unless TCP_NODELAY is set: every association then
     waited for delayed ACKs (0.11 s a C-ECHO instead of 0.02 s; BENCHMARKS.md)."""
-    environment = Path(f"/proc/{pacs.server.pid}/environ").read_bytes().split(b"\0")
+    pid = pacs.running.part_pid("Orthanc node 1")
+    environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"TCP_NODELAY=1" in environment
+    for part in supervisor.health(pacs.settings.data_dir).parts:
+        assert os.stat(f"/proc/{part.pid}").st_uid != 0, part.name
 
 
-def test_the_system_orthanc_still_serves_when_another_is_the_default(
-    pacs: Pacs, tmp_path: Path
-) -> None:
+def test_the_system_orthanc_still_serves_when_another_is_the_default(pacs: Pacs) -> None:
     """On Debian 12 the default is Debian 13's Orthanc; `--orthanc system` (1.10.1) must still
-    load, answer QIDO through the gateway (forwarded: 1.10 does not list its index) and
-    say what its index cannot do."""
-    from server.front.gateway import GatewaySettings
-    from server.transfer.load import load
+    load, answer QIDO through the front (the plugin's, in process: 1.10 does not list its
+    index) and say what its index cannot do."""
     from server.pacs.settings import index_notes
+    from server.transfer.load import load
 
     system = runtime.system_runtime()
-    if system == pacs.server.runtime:
+    if system.version == pacs.system.version:
         pytest.skip(f"the system's Orthanc {system.version} is the default: tested throughout")
-    server = native.start(pacs_settings(tmp_path / "orthanc"), runtime=system)
-    try:
-        with running_gateway(GatewaySettings(None, server.connection,
-                                             port=native.free_port())) as gateway:
-            assert server.system.version == system.version
-            assert load(pacs.out, server.connection).ok
-            study = pacs.studies[0]
-            found = requests.get(f"{gateway.url}/dicom-web/instances?StudyInstanceUID="
-                                 f"{study.study_uid}&ImageLaterality=L&ViewPosition=CC").json()
-            assert [i["00080018"]["Value"][0] for i in found] == [study.mg_uids["L", "CC"]]
-            if not system.indexes_extra_tags:
-                assert gateway.index_tags() is None
-                assert any("ExtraMainDicomTags" in note for note in index_notes(system.version))
-    finally:
-        server.stop()
+    with running_pacs(pacs_settings(orthanc="system")) as running:
+        assert orthanc.system(running.settings.node(0)).version == system.version
+        assert load(pacs.out, running.admin).ok
+        study = pacs.studies[0]
+        front = running.front()
+        found = requests.get(
+            f"{front.url}/dicom-web/instances?StudyInstanceUID={study.study_uid}"
+            "&ImageLaterality=L&ViewPosition=CC", auth=(front.username, front.password),
+            timeout=30).json()
+        assert [i["00080018"]["Value"][0] for i in found] == [study.mg_uids["L", "CC"]]
+        if not system.indexes_extra_tags:
+            assert any("ExtraMainDicomTags" in note for note in index_notes(system.version))
+
+
+def test_serve_after_a_killed_supervisor_starts_cleanly() -> None:
+    """The supervisor SIGKILLed: every part stops by itself (SIGTERM from the kernel), and
+    the next serve on the same folder and ports starts at once."""
+    settings = pacs_settings()
+    with running_pacs(settings) as running:
+        parts = [p.pid for p in supervisor.health(settings.data_dir).parts]
+        leader = processes.recorded(DataLayout.of(settings.data_dir).supervisor_pid)
+        os.kill(leader, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while any(processes.alive(pid) for pid in parts) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(processes.alive(pid) for pid in parts)
+        assert "not running" in (supervisor.health(settings.data_dir).problem or "")
+        started = time.monotonic()
+        with running_pacs(settings, with_accounts=False) as again:
+            assert time.monotonic() - started < 30
+            assert orthanc.system(again.settings.node(0)).version

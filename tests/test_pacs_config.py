@@ -15,7 +15,9 @@ from server.pacs import docker
 
 from server.pacs import engine
 from server.errors import SettingsError
+from server.pacs import accounts
 from server.pacs.settings import (
+    KEEP_ALIVE_TIMEOUT,
     Credentials,
     Modality,
     ServerSettings,
@@ -78,13 +80,16 @@ def test_policy_is_the_same_on_every_version(tmp_path: Path, version: str) -> No
         True,
         False,
     )
-    loader = config["DicomModalities"]["VINDR-LOADER"]
-    assert (loader["AllowStore"], loader["AllowFind"], loader["AllowGet"], loader["AllowMove"]) == (
-        True,
-        False,
-        False,
-        False,
-    )
+    assert list(config["DicomModalities"]) == ["VIEWER"]  # no AE title may store
+    assert config["KeepAlive"] is True and config["KeepAliveTimeout"] == KEEP_ALIVE_TIMEOUT
+
+
+def test_orthanc_checks_every_account(tmp_path: Path) -> None:
+    config = orthanc_config(settings(tmp_path), "1.12.7",
+                            {"reader": "reader-password-1", "tester": "not-the-admin's"})
+    # the admin's password wins over an account of the same name
+    assert config["RegisteredUsers"] == {"reader": "reader-password-1",
+                                         "tester": "test-password-1"}
 
 
 @pytest.mark.parametrize(
@@ -196,10 +201,16 @@ def compose() -> dict:
     return yaml.safe_load(docker.COMPOSE_TEMPLATE.read_text())
 
 
-@pytest.fixture(scope="module")
-def nginx() -> str:
-    """docker/nginx.conf without its comments."""
-    lines = docker.NGINX_TEMPLATE.read_text().splitlines()
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch) -> docker.DockerProject:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))  # no OHIF build there
+    return docker.prepare(settings(tmp_path / "pacs", http_port=18042, dicom_port=14242,
+                                   web_port=18050, remote_access=True))
+
+
+def nginx_of(project: docker.DockerProject) -> str:
+    """The project's nginx.conf without its comments."""
+    lines = project.nginx_config.read_text().splitlines()
     return "\n".join(line.partition("#")[0] for line in lines)
 
 
@@ -218,7 +229,7 @@ def directive(config: str, name: str) -> list[str]:
 def test_compose_images_are_pinned_and_match_the_code(compose: dict) -> None:
     images = {name: service["image"] for name, service in compose["services"].items()}
     assert images == {**{node: docker.ORTHANC_IMAGE for node in docker.ORTHANC_NODES},
-                      "lb": docker.NGINX_IMAGE, "postgres": docker.POSTGRES_IMAGE}
+                      "front": docker.NGINX_IMAGE, "postgres": docker.POSTGRES_IMAGE}
     for image in images.values():
         tag = image.rpartition(":")[2]
         assert tag and tag != "latest" and any(c.isdigit() for c in tag)
@@ -229,20 +240,20 @@ def test_compose_services_have_health_checks_restart_and_secrets(compose: dict) 
     for name, service in compose["services"].items():
         assert service["restart"] == "unless-stopped", name
         assert service["healthcheck"]["test"], name
-    postgres, lb = compose["services"]["postgres"], compose["services"]["lb"]
+    postgres, front = compose["services"]["postgres"], compose["services"]["front"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     assert postgres["secrets"] == ["postgres_password"]
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
     assert set(compose["secrets"]) == {"orthanc.secret.json", "postgres_password"}
     assert set(compose["volumes"]) == {"orthanc-storage", "postgres-data"}
-    assert "secrets" not in lb  # nginx needs no credentials: Orthanc checks them
-    # the lb's probe asks nginx.conf's health server
-    assert lb["healthcheck"]["test"][0] == "CMD"
-    assert "http://127.0.0.1:8081/health" in lb["healthcheck"]["test"]
+    assert "secrets" not in front  # nginx holds no credentials: Orthanc checks them
+    assert front["healthcheck"]["test"][0] == "CMD"
+    assert f"http://{docker.HEALTH_LISTEN}/health" in front["healthcheck"]["test"]
 
 
-def test_compose_orthanc_nodes_share_database_storage_and_configuration(compose: dict) -> None:
+def test_compose_orthanc_nodes_share_database_storage_configuration_and_front_code(
+        compose: dict) -> None:
     found = nodes(compose)
     assert tuple(found) == docker.ORTHANC_NODES and len(found) >= 2
     identifiers = set()
@@ -251,25 +262,30 @@ def test_compose_orthanc_nodes_share_database_storage_and_configuration(compose:
         assert node["depends_on"] == {"postgres": {"condition": "service_healthy"}}, name
         env = node["environment"]
         assert env["DICOM_WEB_PLUGIN_ENABLED"] == env["POSTGRESQL_PLUGIN_ENABLED"] == "true"
+        assert env["PYTHON_PLUGIN_ENABLED"] == "true"  # the request filter, QIDO-RS
         assert env["TCP_NODELAY"] == "1"
         identifiers.add(env["ORTHANC__DATABASE_SERVER_IDENTIFIER"])
         assert node["secrets"] == ["orthanc.secret.json"], name  # one configuration for all
-        assert node["volumes"] == ["${VINDR_STORAGE_DIR:-orthanc-storage}:/var/lib/orthanc/db"]
+        assert node["volumes"] == ["${VINDR_STORAGE_DIR:-orthanc-storage}:/var/lib/orthanc/db",
+                                   f"./front/plugin:{docker.CONTAINER_PLUGIN}:ro"]
     assert len(identifiers) == len(found)  # each node its own row in the shared database
 
 
-def test_compose_publishes_http_on_the_load_balancer_and_dicom_per_node(compose: dict) -> None:
-    lb = compose["services"]["lb"]
-    assert lb["ports"] == [
-        f"${{VINDR_HTTP_BIND:-127.0.0.1}}:${{VINDR_HTTP_PORT:-8042}}:{docker.CONTAINER_HTTP_PORT}"
+def test_compose_publishes_the_front_the_admin_port_on_loopback_and_dicom_per_node(
+        compose: dict) -> None:
+    front = compose["services"]["front"]
+    assert front["ports"] == [
+        f"${{VINDR_WEB_BIND:-127.0.0.1}}:${{VINDR_WEB_PORT:-8050}}:{docker.CONTAINER_WEB_PORT}",
+        f"127.0.0.1:${{VINDR_HTTP_PORT:-8042}}:{docker.CONTAINER_HTTP_PORT}",
     ]
-    assert lb["volumes"] == ["./nginx.conf:/etc/nginx/nginx.conf:ro"]
-    assert lb["depends_on"] == {node: {"condition": "service_healthy"}
-                                for node in docker.ORTHANC_NODES}
+    assert "./front/nginx.conf:/etc/nginx/nginx.conf:ro" in front["volumes"]
+    assert f"./logs:{docker.CONTAINER_LOGS}" in front["volumes"]  # the audit log
+    assert front["depends_on"] == {node: {"condition": "service_healthy"}
+                                   for node in docker.ORTHANC_NODES}
     for index, (name, node) in enumerate(nodes(compose).items()):
         variable = docker.dicom_port_variable(name)
         published = f"${{VINDR_DICOM_BIND:-127.0.0.1}}:${{{variable}:-{4242 + index}}}"
-        # DICOM only: HTTP goes through the load balancer
+        # DICOM only: HTTP goes through the front
         assert node["ports"] == [f"{published}:{docker.CONTAINER_DICOM_PORT}"]
     assert docker.dicom_port_variable("orthanc-2") == "VINDR_DICOM_PORT_2"
 
@@ -280,7 +296,9 @@ def test_every_compose_variable_is_written_by_prepare(tmp_path: Path) -> None:
     assert used == {line.split("=", 1)[0] for line in env.splitlines()}
 
 
-def test_nginx_balances_every_orthanc_node(compose: dict, nginx: str) -> None:
+def test_docker_front_balances_every_node_and_keeps_the_admin_port_apart(
+        compose: dict, project: docker.DockerProject) -> None:
+    nginx = nginx_of(project)
     upstream = re.search(r"upstream\s+orthanc\s*\{(.*?)\}", nginx, re.DOTALL)
     assert upstream is not None
     servers = [args.split()[0] for args in directive(upstream.group(1), "server")]
@@ -289,27 +307,43 @@ def test_nginx_balances_every_orthanc_node(compose: dict, nginx: str) -> None:
         assert "resolve" in args.split()  # a stopped node does not keep nginx from starting
     assert directive(nginx, "resolver")[0].split()[0] == "127.0.0.11"  # docker's DNS
     assert directive(upstream.group(1), "zone")
-    assert int(directive(upstream.group(1), "keepalive")[0]) > 0
     # nginx drops an idle connection before Orthanc does (KeepAliveTimeout, seconds)
     timeout = directive(upstream.group(1), "keepalive_timeout")[0]
-    assert timeout.endswith("s") and float(timeout[:-1]) < docker.KEEP_ALIVE_TIMEOUT
-    assert directive(nginx, "listen")[0] == str(docker.CONTAINER_HTTP_PORT)
-    assert directive(nginx, "listen")[1] == "127.0.0.1:8081"  # the health check's, not published
-    assert directive(nginx, "proxy_pass") == ["http://orthanc"]
+    assert timeout.endswith("s") and float(timeout[:-1]) < KEEP_ALIVE_TIMEOUT
+    listens = directive(nginx, "listen")
+    assert f"{docker.CONTAINER_WEB_PORT} default_server backlog=4096" in listens
+    assert str(docker.CONTAINER_HTTP_PORT) in listens and docker.HEALTH_LISTEN in listens
+    keys = [args for args in directive(nginx, "proxy_set_header") if "X-Vindr-Front" in args]
+    # the front's key on the front's locations, never on the admin's port
+    assert keys[-1] == 'X-Vindr-Front ""' and len(set(keys)) == 2
 
 
-def test_nginx_passes_uploads_long_answers_and_fails_over(nginx: str) -> None:
-    assert directive(nginx, "client_max_body_size") == ["0"]  # STOW-RS, REST uploads
-    assert directive(nginx, "proxy_read_timeout") == ["600s"]
-    assert directive(nginx, "proxy_http_version") == ["1.1"]
-    failover = directive(nginx, "proxy_next_upstream")[0].split()
-    assert {"error", "timeout", "http_502", "http_503", "non_idempotent"} <= set(failover)
-    headers = dict(args.split(None, 1) for args in directive(nginx, "proxy_set_header"))
-    # what the DICOMweb plugin builds BulkDataURIs from: the address the client used
-    assert headers["Host"] == headers["X-Forwarded-Host"] == "$http_host"
-    assert headers["X-Forwarded-Proto"] == "$scheme"
-    assert headers["Connection"] == '""' and headers["Forwarded"] == '""'
-    assert directive(nginx, "worker_processes") == ["2"]  # bounded idle connections
+def test_docker_nodes_run_the_front_code_with_the_accounts(project: docker.DockerProject,
+                                                            tmp_path: Path) -> None:
+    config = json.loads(project.orthanc_secret.read_text())
+    assert config["PythonScript"] == f"{docker.CONTAINER_PLUGIN}/start.py"
+    plugin = json.loads((project.root / "front/plugin/settings.json").read_text())
+    assert plugin["admin"] == "tester" and plugin["dictionary"].startswith(
+        str(docker.CONTAINER_PLUGIN))
+    script = (project.root / "front/plugin/start.py").read_text()
+    assert str(docker.CONTAINER_PLUGIN) in script
+    assert plugin["front_key"] in project.nginx_config.read_text()
+    accounts.add(project.root, accounts.Account("reader", "reader-password-1"), admin="tester")
+    again = docker.prepare(settings(project.root, http_port=18042, dicom_port=14242))
+    config = json.loads(again.orthanc_secret.read_text())
+    assert config["RegisteredUsers"] == {"reader": "reader-password-1",
+                                         "tester": "test-password-1"}
+    assert json.loads((project.root / "front/plugin/settings.json").read_text())["roles"] == {
+        "reader": "read"}
+
+
+def test_docker_rotates_the_audit_log_beside_nginx(project: docker.DockerProject) -> None:
+    script = project.rotate_script.read_text()
+    assert script.rstrip().endswith("exec nginx -c /etc/nginx/nginx.conf")
+    assert f"{docker.CONTAINER_LOGS}/audit.log" in script and "kill -USR1" in script
+    proc = subprocess.run(["sh", "-n", str(project.rotate_script)], capture_output=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_postgres_takes_the_connections_of_every_node(compose: dict) -> None:
@@ -334,7 +368,7 @@ def test_nodes_are_configured_as_several_writers_on_one_database(tmp_path: Path)
         "IndexConnectionsCount": docker.INDEX_CONNECTIONS_PER_NODE,
     }
     assert "DatabaseServerIdentifier" not in config  # per node, from the compose file
-    assert config["KeepAliveTimeout"] == docker.KEEP_ALIVE_TIMEOUT
+    assert config["KeepAliveTimeout"] == KEEP_ALIVE_TIMEOUT
     assert config["CheckRevisions"] is False
     # re-sending an instance (a retried upload, nginx's failover) stores it once; no node
     # recycles the shared archive; no node keeps jobs in the shared database
@@ -343,15 +377,11 @@ def test_nodes_are_configured_as_several_writers_on_one_database(tmp_path: Path)
     assert config["SaveJobs"] is False
 
 
-def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
-    project = docker.prepare(
-        settings(tmp_path / "pacs", http_port=18042, dicom_port=14242, remote_access=True)
-    )
+def test_prepare_writes_the_project(project: docker.DockerProject, compose: dict,
+                                    tmp_path: Path) -> None:
     assert stat.S_IMODE(project.root.stat().st_mode) == 0o700
     for name, spec in compose["secrets"].items():
         assert (project.root / spec["file"]).is_file(), name
-    assert project.nginx_config.read_text() == docker.NGINX_TEMPLATE.read_text()
-    assert not project.nginx_config.is_symlink()
     config = json.loads(project.orthanc_secret.read_text())
     assert (config["HttpPort"], config["DicomPort"], config["RemoteAccessAllowed"]) == (
         8042,
@@ -362,10 +392,12 @@ def test_prepare_writes_the_project(tmp_path: Path, compose: dict) -> None:
     assert config["RegisteredUsers"] == {"tester": "test-password-1"}
     assert "ExtraMainDicomTags" in config and "Plugins" not in config
     env = dict(line.split("=", 1) for line in project.env_file.read_text().splitlines())
-    assert (env["VINDR_HTTP_BIND"], env["VINDR_HTTP_PORT"], env["VINDR_DICOM_PORT"],
-            env["VINDR_DICOM_PORT_2"]) == ("0.0.0.0", "18042", "14242", "14243")
+    assert (env["VINDR_WEB_BIND"], env["VINDR_WEB_PORT"], env["VINDR_HTTP_PORT"],
+            env["VINDR_DICOM_PORT"], env["VINDR_DICOM_PORT_2"]) == (
+        "0.0.0.0", "18050", "18042", "14242", "14243")
+    assert env["VINDR_VIEWER_DIR"] == "./front/no-viewer"  # no OHIF build installed
     password = project.postgres_secret.read_text()
-    docker.prepare(settings(tmp_path / "pacs"))
+    docker.prepare(settings(project.root))
     assert project.postgres_secret.read_text() == password  # kept: the database remembers it
 
 
@@ -381,8 +413,7 @@ def test_prepare_refuses_node_ports_it_cannot_publish(tmp_path: Path, kwargs: di
     assert not (tmp_path / "pacs").exists()
 
 
-def test_up_removes_the_single_node_service_of_an_older_project(tmp_path: Path,
-                                                                 monkeypatch) -> None:
+def test_up_removes_the_services_of_an_older_project(tmp_path: Path, monkeypatch) -> None:
     calls: list[tuple[str, ...]] = []
     monkeypatch.setattr(docker, "_run", lambda project, *args: calls.append(args) or 0)
     project = docker.DockerProject(tmp_path)
@@ -393,8 +424,7 @@ def test_up_removes_the_single_node_service_of_an_older_project(tmp_path: Path,
 
 
 @pytest.mark.skipif(not docker.compose_available(), reason="docker compose is not installed here")
-def test_compose_config_accepts_the_project(tmp_path: Path) -> None:
-    project = docker.prepare(settings(tmp_path / "pacs", http_port=18042, dicom_port=14242))
+def test_compose_config_accepts_the_project(project: docker.DockerProject) -> None:
     proc = subprocess.run(
         project.command("config", "--format", "json"), capture_output=True, text=True,
         check=False
@@ -404,25 +434,23 @@ def test_compose_config_accepts_the_project(tmp_path: Path) -> None:
     published = {name: [(p["host_ip"], p["published"], p["target"]) for p in s["ports"]]
                  for name, s in services.items() if s.get("ports")}
     assert published == {
-        "lb": [("127.0.0.1", "18042", 8042)],
+        "front": [("0.0.0.0", "18050", 8050), ("127.0.0.1", "18042", 8042)],
         "orthanc-1": [("127.0.0.1", "14242", 4242)],
         "orthanc-2": [("127.0.0.1", "14243", 4242)],
     }
-    assert services["lb"]["volumes"][0]["source"] == str(project.nginx_config)
 
 
 # --- who can reach the PACS (issue 8) -------------------------------------------------------
 
 
-def test_dicom_is_host_checked_and_the_loader_is_local(tmp_path: Path) -> None:
+def test_dicom_is_host_checked_and_no_ae_title_may_store(tmp_path: Path) -> None:
     config = orthanc_config(settings(tmp_path, modalities=(Modality.parse("V@127.0.0.1:1"),)),
                             "1.10.1")
     assert config["DicomCheckModalityHost"] is True
     assert config["DicomAlwaysAllowStore"] is False and config["DicomAlwaysAllowEcho"] is False
-    assert config["DicomModalities"]["VINDR-LOADER"]["Host"] == "127.0.0.1"
     assert settings(tmp_path).listen == "127.0.0.1"
-    stores = [m for m in config["DicomModalities"].values() if m["AllowStore"]]
-    assert [m["Host"] for m in stores] == ["127.0.0.1"]
+    # `load --method cstore` registers a random AE title for its run (test_pacs_exposure.py)
+    assert [m for m in config["DicomModalities"].values() if m["AllowStore"]] == []
 
 
 def test_a_modality_beyond_loopback_needs_listen(tmp_path: Path) -> None:
@@ -448,8 +476,8 @@ def test_modality_host_names_are_resolved_and_said(tmp_path: Path, monkeypatch) 
 
 def test_serve_says_what_the_dicom_port_exposes(tmp_path: Path) -> None:
     notes = " ".join(exposure_notes(settings(tmp_path), "1.10.1"))
-    assert "cannot bind its DICOM port" in notes and "VINDR-LOADER" in notes
-    assert "127.0.0.1 only" in notes
+    assert "cannot bind its DICOM port" in notes and "no AE title may store" in notes
+    assert "only from this machine" in notes
 
 
 def test_docker_publishes_dicom_on_loopback_unless_listen(tmp_path: Path, compose: dict) -> None:
@@ -457,16 +485,14 @@ def test_docker_publishes_dicom_on_loopback_unless_listen(tmp_path: Path, compos
         assert node["ports"][0].startswith("${VINDR_DICOM_BIND:-127.0.0.1}:")
     assert docker.exposure_notes(settings(tmp_path)) == [
         ("DICOM ports 4242 (orthanc-1), 4243 (orthanc-2) are published on 127.0.0.1 only; "
-         "VINDR-LOADER store-enabled AE title")]
+         "no AE title may store but the random one a C-STORE load registers for its run")]
     local = docker.prepare(settings(tmp_path / "local"))
     env = dict(line.split("=", 1) for line in local.env_file.read_text().splitlines())
     assert env["VINDR_DICOM_BIND"] == "127.0.0.1"
     config = json.loads(local.orthanc_secret.read_text())
-    assert "VINDR-LOADER" in config["DicomModalities"]  # reachable from this machine only
+    assert config["DicomCheckModalityHost"] is False  # docker's bridge hides the caller
     far = docker.prepare(settings(tmp_path / "far", listen="0.0.0.0",
                                   modalities=(Modality.parse("VIEWER@10.0.0.5:104"),)))
     config = json.loads(far.orthanc_secret.read_text())
     assert config["DicomCheckModalityHost"] is True
     assert list(config["DicomModalities"]) == ["VIEWER"]  # no store-enabled AE title
-    for folder in (far.root, far.root / "storage", far.root / "postgres"):
-        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
