@@ -1,24 +1,25 @@
-"""QIDO-RS from the index (server.qido through the gateway) against Orthanc's own plugin.
+"""QIDO-RS from the index (server.front.plugin.qido, inside Orthanc, through the front door
+with a read-only account) against Orthanc's own DICOMweb plugin (its own port, the admin).
 
-Each search is sent to both: the gateway must find exactly the same studies, series or
-instances, and every attribute both return must have the same value. The searches the
-gateway answers itself must not make Orthanc read a DICOM file (no W001 in its log).
+Each search is sent to both: the front must find exactly the same studies, series or
+instances, and every attribute both return must have the same value. The searches answered
+from the index must not make Orthanc read a DICOM file (no W001 in its log).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import urllib.parse
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dicomweb_client.api import DICOMwebClient
 
-from pacs_tools import Pacs, free_port, running_gateway
+from pacs_tools import Pacs
+from server.client import Connection, dicomweb_client
 from server.front.plugin import qido
-from server.front.gateway import Gateway, GatewaySettings
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +28,31 @@ PARENT_OPTIONAL = {"SeriesDescription", "TimezoneOffsetFromUTC",
 UID_OF = {"studies": "0020000D", "series": "0020000E", "instances": "00080018"}
 
 
-@pytest.fixture(scope="module")
-def gateway(pacs: Pacs) -> Iterator[Gateway]:
-    with running_gateway(GatewaySettings(None, pacs.connection, port=free_port())) as server:
-        yield server
+@dataclass(frozen=True)
+class Front:
+    """The front door as the reader sees it, and what Orthanc's index holds."""
+
+    url: str
+    auth: str
+    index: qido.IndexTags
+
+    def get(self, target: str) -> tuple[int, dict, list]:
+        return _get(self.url, target, self.auth)
+
+
+def _basic(connection: Connection) -> str:
+    token = f"{connection.username}:{connection.password}".encode()
+    return "Basic " + base64.b64encode(token).decode()
 
 
 @pytest.fixture(scope="module")
-def indexed(gateway: Gateway, orthanc_version: tuple[int, ...]) -> Gateway:
-    if gateway.index_tags() is None:
+def indexed(pacs: Pacs, orthanc_version: tuple[int, ...]) -> Front:
+    index = qido.IndexTags.from_system(pacs.client.session.get(
+        pacs.client.url + "/system", timeout=10).json())
+    if index is None:
         pytest.skip(f"Orthanc {orthanc_version} does not list its index (needs >= 1.11)")
-    return gateway
+    front = pacs.front()
+    return Front(front.url, _basic(front), index)
 
 
 def _get(base: str, target: str, auth: str | None = None) -> tuple[int, dict, list]:
@@ -56,21 +71,15 @@ def _get(base: str, target: str, auth: str | None = None) -> tuple[int, dict, li
 
 
 def _plugin(pacs: Pacs, target: str) -> list:
-    session = pacs.connection.session()
-    auth = session.headers.get("Authorization")
-    if auth is None:
-        import base64
-
-        user, password = session.auth  # type: ignore[misc]
-        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    status, _, items = _get(pacs.connection.url, target, auth)
+    status, _, items = _get(pacs.connection.url, target, _basic(pacs.connection))
     assert status == 200, target
     return items
 
 
 def _w001(pacs: Pacs) -> int:
-    logs = Path(pacs.settings.data_dir, "logs")
-    return sum(p.read_text(errors="replace").count("W001") for p in logs.glob("*.log*"))
+    """W001 warnings ("Accessing DICOM tags from storage") in every node's Orthanc log."""
+    logs = Path(pacs.settings.data_dir).rglob("logs/*.log*")
+    return sum(p.read_text(errors="replace").count("W001") for p in logs if not p.is_symlink())
 
 
 def _values(element: dict) -> list:
@@ -97,9 +106,9 @@ def _searches(pacs: Pacs) -> list[str]:
     ]
 
 
-def test_same_answers_as_the_plugin_without_reading_files(indexed: Gateway, pacs: Pacs) -> None:
+def test_same_answers_as_the_plugin_without_reading_files(indexed: Front, pacs: Pacs) -> None:
     before = _w001(pacs)
-    answers = {target: _get(indexed.url, target) for target in _searches(pacs)}
+    answers = {target: indexed.get(target) for target in _searches(pacs)}
     assert _w001(pacs) == before  # no DICOM file read: everything came from the index
     for target, (status, headers, ours) in answers.items():
         assert status == 200 and headers["Content-Type"] == "application/dicom+json", target
@@ -132,8 +141,8 @@ def test_same_answers_as_the_plugin_without_reading_files(indexed: Gateway, pacs
             assert missing <= PARENT_OPTIONAL, (target, missing)
 
 
-def test_filters_on_laterality_and_view_are_exact(indexed: Gateway, pacs: Pacs) -> None:
-    status, _, found = _get(indexed.url, "/dicom-web/instances?ImageLaterality=L&ViewPosition=CC")
+def test_filters_on_laterality_and_view_are_exact(indexed: Front, pacs: Pacs) -> None:
+    status, _, found = indexed.get("/dicom-web/instances?ImageLaterality=L&ViewPosition=CC")
     assert status == 200
     expected = {s.mg_uids[("L", "CC")] for s in pacs.studies if ("L", "CC") in s.mg_uids}
     got = {i["00080018"]["Value"][0] for i in found}
@@ -142,41 +151,41 @@ def test_filters_on_laterality_and_view_are_exact(indexed: Gateway, pacs: Pacs) 
         assert item["00200062"]["Value"] == ["L"] and item["00185101"]["Value"] == ["CC"]
 
 
-def test_retrieve_urls_point_at_the_gateway(indexed: Gateway, pacs: Pacs) -> None:
+def test_retrieve_urls_point_at_the_front(indexed: Front, pacs: Pacs) -> None:
     study = pacs.studies[0]
-    _, _, found = _get(indexed.url, f"/dicom-web/studies/{study.study_uid}/series")
+    _, _, found = indexed.get(f"/dicom-web/studies/{study.study_uid}/series")
     for item in found:
         url = item["00081190"]["Value"][0]
         assert url.startswith(indexed.url + "/dicom-web/studies/" + study.study_uid + "/series/")
 
 
-def test_searches_outside_the_index_go_to_the_plugin(indexed: Gateway, pacs: Pacs) -> None:
+def test_searches_outside_the_index_go_to_the_plugin(indexed: Front, pacs: Pacs) -> None:
     """An attribute the index does not hold is never dropped: the plugin answers."""
     target = "/dicom-web/instances?PatientOrientation=A%5CR"  # not an indexed attribute
     assert qido.plan(qido.parse("/instances", "PatientOrientation=A%5CR"),
-                     indexed.index_tags()) is None
-    status, _, ours = _get(indexed.url, target)
+                     indexed.index) is None
+    status, _, ours = indexed.get(target)
     assert status == 200
     assert len(ours) == len(_plugin(pacs, "/dicom-web/instances?PatientOrientation=A\\R"))
 
 
-def test_bad_searches_are_refused_with_a_reason(indexed: Gateway) -> None:
+def test_bad_searches_are_refused_with_a_reason(indexed: Front) -> None:
     for target in ("/dicom-web/studies?NoSuchAttribute=1", "/dicom-web/studies?limit=-1",
                    "/dicom-web/studies?PatientID=a&PatientID=b"):
-        status, _, _ = _get(indexed.url, target)
+        status, _, _ = indexed.get(target)
         assert status == 400, target
 
 
-def test_fuzzy_matching_is_literal_with_a_warning(indexed: Gateway, pacs: Pacs) -> None:
+def test_fuzzy_matching_is_literal_with_a_warning(indexed: Front, pacs: Pacs) -> None:
     study = pacs.studies[0]
-    status, headers, found = _get(
-        indexed.url, f"/dicom-web/studies?PatientID={study.patient_id}&fuzzymatching=true")
+    status, headers, found = indexed.get(
+        f"/dicom-web/studies?PatientID={study.patient_id}&fuzzymatching=true")
     assert status == 200 and len(found) == 1
     assert "fuzzymatching" in headers["Warning"]
 
 
-def test_dicomweb_client_searches_through_the_gateway(indexed: Gateway, pacs: Pacs) -> None:
-    client = DICOMwebClient(indexed.url + "/dicom-web")
+def test_dicomweb_client_searches_through_the_front(indexed: Front, pacs: Pacs) -> None:
+    client = dicomweb_client(pacs.front())
     study = pacs.studies[0]
     studies = client.search_for_studies(search_filters={"PatientID": study.patient_id})
     assert [s["0020000D"]["Value"][0] for s in studies] == [study.study_uid]

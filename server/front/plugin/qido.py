@@ -176,7 +176,11 @@ def parse(path: str, query: str) -> Search | None:
     includes: list[str] = []
     limit: int | None = None
     offset, fuzzy = 0, False
-    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise QidoError(f"the query is not percent-encoded UTF-8 ({exc.reason})") from exc
+    for name, value in pairs:
         if name == "includefield":
             includes += [_keyword(v) if v != "all" else "all"
                          for v in value.split(",") if v]
