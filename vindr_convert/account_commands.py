@@ -24,8 +24,7 @@ def _apply(data_dir: Path) -> None:
     from server.pacs import supervisor
 
     if supervisor.reload(data_dir):
-        out.print("the running PACS restarts its nodes one by one with the change "
-                  "(a few seconds)")
+        out.print("in effect: the running PACS restarted its nodes one by one with it")
     else:
         out.print("no PACS runs on that folder: the change applies at its next `serve`")
 

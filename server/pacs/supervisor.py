@@ -94,6 +94,7 @@ class Status:
     node_urls: list[str] = field(default_factory=list)
     version: str = ""
     runtime_note: str = ""
+    reloads: int = 0  # changes of accounts applied
 
     def part(self, name: str) -> PartStatus:
         """The part called ``name`` (added when new)."""
@@ -372,8 +373,11 @@ class Supervisor:
         processes.give(self.layout.plugin, self.account, tree=True)
         self._accounts = {a.name: a.password for a in others.values()}
         for node in range(self.settings.nodes):
+            self._set(node_name(node), RESTARTING, last_exit="accounts changed")
             self.procs[node_name(node)].stop(STOP_TIMEOUT)
             self._start_node(node)
+        self.status.reloads += 1
+        self.save()
         self.log(f"accounts in effect: {len(others)} besides the admin")
 
     def _rotate_audit_log(self) -> None:
@@ -535,13 +539,35 @@ def stop(data_dir: Path, timeout: float = 60.0) -> bool:
     return stopped
 
 
-def reload(data_dir: Path) -> bool:
-    """Ask the supervisor of ``data_dir`` to apply changed accounts; False when none runs."""
-    pid = processes.recorded(DataLayout.of(data_dir).supervisor_pid)
+def reload(data_dir: Path, timeout: float = 120.0) -> bool:
+    """Have the supervisor of ``data_dir`` apply changed accounts, and wait until it did;
+    False when none runs.
+
+    Raises
+    ------
+    ServerError
+        When it did not within ``timeout`` seconds.
+    """
+    layout = DataLayout.of(data_dir)
+    pid = processes.recorded(layout.supervisor_pid)
     if pid is None:
         return False
+    before = _reloads(layout)
     os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while _reloads(layout) <= before:
+        if time.monotonic() > deadline or processes.recorded(layout.supervisor_pid) is None:
+            raise ServerError(f"the PACS on {layout.root} did not apply the change within "
+                              f"{timeout:.0f} s (see {layout.supervisor_log})")
+        time.sleep(0.1)
     return True
+
+
+def _reloads(layout: DataLayout) -> int:
+    try:
+        return int(json.loads(layout.status.read_text()).get("reloads", 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def _main(argv: list[str]) -> int:

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import typer
 from typer.testing import CliRunner
 
-from pacs_tools import Pacs, free_port
 from converter.errors import EXIT_UNUSABLE
-from server.pacs import docker
+from pacs_tools import Pacs, free_port, pacs_folder
+from server.pacs import docker, processes, supervisor
+from vindr_convert import account_commands
 from vindr_convert.pacs_commands import VERIFY_CHECKS, register
 
 pytestmark = pytest.mark.integration
@@ -23,11 +26,12 @@ pytestmark = pytest.mark.integration
 def app() -> typer.Typer:
     app = typer.Typer()
     register(app)
+    account_commands.register(app)
     return app
 
 
-def invoke(app: typer.Typer, *args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
+def invoke(app: typer.Typer, *args: str, stdin: str | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
 
 
 def table(output: str) -> dict[str, str]:
@@ -87,40 +91,79 @@ def test_bad_modality_fails_clearly(app: typer.Typer, tmp_path: Path) -> None:
     assert "expected AET@HOST:PORT" in result.output
 
 
-def test_serve_background_then_load_verify_stop_without_flags(
+def wait_up(data: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while supervisor.health(data).problem and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert supervisor.health(data).problem is None
+
+
+def test_serve_background_then_accounts_load_verify_stop_without_flags(
     app: typer.Typer, pacs: Pacs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "config" / "server.json"
     monkeypatch.setenv("VINDR_DICOM_CONFIG", str(config))
-    data, http_port, dicom_port = tmp_path / "pacs", free_port(), free_port()
+    data, http_port, dicom_port, web_port = (pacs_folder("cli"), free_port(), free_port(),
+                                             free_port())
     result = invoke(
         app, "serve", "--data", data, "--http-port", http_port, "--dicom-port", dicom_port,
-        "--aet", "CLI-PACS", "--modality", "VIEWER@127.0.0.1:11112", "--background",
+        "--web-port", web_port, "--aet", "CLI-PACS", "--modality", "VIEWER@127.0.0.1:11112",
+        "--background",
     )  # fmt: skip
     try:
         assert result.exit_code == 0, result.output
         for text in (
             f"http://127.0.0.1:{http_port}/",
-            "/dicom-web/",
+            f"http://127.0.0.1:{web_port}/dicom-web/",
             "AET CLI-PACS",
             f"port {dicom_port}",
             str(config),
+            "audit log",
         ):
             assert text in result.output
         assert stat.S_IMODE(config.stat().st_mode) == 0o600
         stored = json.loads(config.read_text())
         assert stored["url"] == f"http://127.0.0.1:{http_port}"
+        assert stored["web_url"] == f"http://127.0.0.1:{web_port}"
         assert stored["username"] and len(stored["password"]) >= 24
         assert stored["password"] not in result.output
         orthanc = json.loads((data / "orthanc.json").read_text())
         assert orthanc["DicomModalities"]["VIEWER"]["Port"] == 11112
 
+        result = invoke(app, "status")
+        assert result.exit_code == 0 and "PACS up" in result.output, result.output
         result = invoke(app, "load", pacs.out)
         assert result.exit_code == 0, result.output
         assert "24 objects: 24 sent" in result.output
         result = invoke(app, "verify", pacs.release, pacs.out)
         assert result.exit_code == 0, result.output
         assert_verified_clean(result.output, studies=4, instances=24)
+
+        # an account: added from stdin (never echoed), in effect once the nodes restarted
+        front = f"http://127.0.0.1:{web_port}/dicom-web/studies"
+        assert requests.get(front, auth=("alice", "alice-password-1"), timeout=30
+                            ).status_code == 401
+        result = invoke(app, "users", "add", "alice", stdin="alice-password-1\n")
+        assert result.exit_code == 2 and "--password-stdin" in result.output
+        result = invoke(app, "users", "add", "alice", "--password-stdin",
+                        stdin="alice-password-1\n")
+        assert result.exit_code == 0 and "account alice added (read)" in result.output
+        assert "alice-password-1" not in result.output
+        assert stat.S_IMODE((data / "accounts.json").stat().st_mode) == 0o600
+        assert "in effect" in result.output
+        wait_up(data)
+        answer = requests.get(front, auth=("alice", "alice-password-1"), timeout=30)
+        assert answer.status_code == 200 and len(answer.json()) == 4
+        result = invoke(app, "users", "add", "bob", "--password-stdin", stdin="short\n")
+        assert result.exit_code == 2 and "at least 12 characters" in result.output
+        result = invoke(app, "users", "list")
+        assert "alice" in result.output and "search, retrieve, view" in result.output
+        assert "alice-password-1" not in result.output
+        result = invoke(app, "users", "remove", "alice")
+        assert result.exit_code == 0 and "in effect" in result.output
+        wait_up(data)
+        assert requests.get(front, auth=("alice", "alice-password-1"), timeout=30
+                            ).status_code == 401
     finally:
         result = invoke(app, "stop")
     assert result.exit_code == 0, result.output
@@ -141,27 +184,23 @@ def test_docker_engine_without_docker_fails_clearly(
 
 
 def test_serve_in_the_foreground_runs_everything_and_stops_it_all(tmp_path: Path) -> None:
-    """`serve` (no --background): Orthanc and the gateway answer; SIGTERM stops both and
-    exits 0, leaving no pid file behind."""
+    """`serve` (no --background): Orthanc and the front answer; SIGTERM stops every part and
+    exits 0."""
     import os
     import signal
     import subprocess
     import sys
-    import time
 
-    import requests
-
-    from server.pacs import orthanc as native
-
-    data = tmp_path / "pacs"
-    http, dicom, web = native.free_ports(1), native.free_ports(1), native.free_ports(1)
+    data = pacs_folder("foreground")
+    http, dicom, web = free_port(), free_port(), free_port()
+    env = dict(os.environ, VINDR_DICOM_CONFIG=str(tmp_path / "server.json"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "vindr_convert", "serve", "--data", str(data), "--http-port",
          str(http), "--dicom-port", str(dicom), "--web-port", str(web)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         lines = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
@@ -169,15 +208,18 @@ def test_serve_in_the_foreground_runs_everything_and_stops_it_all(tmp_path: Path
                 break
         text = "".join(lines)
         assert "PACS ready" in text and f"http://127.0.0.1:{web}/dicom-web/" in text, text
-        assert requests.get(f"http://127.0.0.1:{web}/dicom-web/studies", timeout=30).json() == []
-        orthanc_pid = native.running_pid(data)
-        assert orthanc_pid is not None
+        stored = json.loads((tmp_path / "server.json").read_text())
+        admin = (stored["username"], stored["password"])
+        assert requests.get(f"http://127.0.0.1:{web}/dicom-web/studies", auth=admin,
+                            timeout=30).json() == []
+        parts = [p.pid for p in supervisor.health(data).parts]
+        assert len(parts) == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert native.running_pid(data) is None
-    assert not (data / "gateway.pid").exists()
+    assert not any(processes.alive(pid) for pid in parts)
+    assert not supervisor.health(data).running
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{web}/dicom-web/studies", timeout=5)

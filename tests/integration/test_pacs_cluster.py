@@ -1,11 +1,13 @@
-"""The PACS as a cluster (``serve --index postgresql --nodes 2``, :mod:`server.cluster`):
-a load spread over both nodes stores everything once, survives losing a node midway, the
-gateway searches past a node that is down, and each node answers DICOM and DICOMweb as the
-SQLite server does.
+"""The PACS as a cluster (``serve --index postgresql --nodes 2``): a load spread over both
+nodes stores everything once, survives losing a node midway, the front searches past a node
+that is down, each node answers DICOM and DICOMweb as the SQLite server does, and the
+supervisor brings back a node, the front or the index killed during a load.
 
-One cluster for the module: a private PostgreSQL, two Orthanc nodes on one storage folder
-(node 2 on the ports + 1) and the gateway. Four plain exams (24 objects) of the session's
-synthetic release. Tests that kill node 2 start it again before they end. Skipped when
+One cluster for the module, started as `serve --background` starts it: a private
+PostgreSQL, two Orthanc nodes on one storage folder (node 2 on the ports + 1) and the front
+door. Four plain exams (24 objects) of the session's synthetic release. A test that needs
+node 2 to stay down freezes the supervisor (SIGSTOP) while it runs, so that it does not
+restart it at once; it is thawed (and node 2 restarted) afterwards. Skipped when
 PostgreSQL's server or Orthanc's PostgreSQL plugin is not installed.
 """
 
@@ -15,14 +17,18 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
+import requests
 import typer
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -33,49 +39,49 @@ from converter.manifest import read_manifest
 from pacs_testdata import Output, make_output
 from pacs_tools import (
     PYNETDICOM_AET,
+    READER,
     SERVER_AET,
+    Running,
     c_find_answers,
     free_port,
-    free_ports,
     pacs_settings,
+    start_pacs,
 )
-from server.pacs import supervisor as cluster
-from server.pacs import orthanc as native
-from server.pacs import postgres
-from server.pacs import runtime
 from server.client import Connection, OrthancClient, dicomweb_client
 from server.errors import ServerError, SettingsError
-from server.transfer.load import METHODS, LoadResult, RestSender, load
+from server.pacs import processes, runtime, supervisor
+from server.pacs.layout import DataLayout
 from server.pacs.settings import Modality, ServerSettings
-from server.userconfig import ENV_VAR, UserConfig, save_user_config
+from server.transfer.load import METHODS, LoadResult, RestSender, load
 from server.transfer.verify import verify
+from server.userconfig import ENV_VAR, UserConfig, save_user_config
 from vindr_convert.pacs_commands import register
 
 pytestmark = pytest.mark.integration
 
 OBJECTS = 24  # four plain exams: four MG, one SR, one SEG each
 STUDIES, SERIES = 4, 12
+REPO = Path(__file__).parents[2]
 
 
 @dataclass
-class Running:
+class Cluster:
     """The started cluster, what it holds and how to reach each node."""
 
-    cluster: cluster.Cluster
+    pacs: Running
     out: Path
     output: Output
 
     @property
     def settings(self) -> ServerSettings:
-        return self.cluster.settings
+        return self.pacs.settings
 
     @property
     def urls(self) -> tuple[str, ...]:
         return self.settings.node_urls
 
     def connection(self, node: int) -> Connection:
-        creds = self.settings.credentials
-        return Connection(self.urls[node], creds.username, creds.password)
+        return self.pacs.node(node)
 
     def load(self, **options: object) -> LoadResult:
         """The converted folder through both nodes (node 1's connection, node 2 as more)."""
@@ -95,44 +101,54 @@ def _requirements() -> str | None:
     return None
 
 
-def _settings(data_dir: Path) -> ServerSettings:
+def _settings() -> ServerSettings:
     modalities = (Modality(PYNETDICOM_AET, "127.0.0.1", free_port()),)
-    base = pacs_settings(data_dir, modalities)
     for _ in range(10):
         try:
-            return replace(base, http_port=free_ports(2), dicom_port=free_ports(2),
-                           index="postgresql", nodes=2, web_port=free_port())
+            return pacs_settings(None, modalities, index="postgresql", nodes=2)
         except SettingsError:  # ports that happen to clash: draw again
             continue
     raise AssertionError("no ports for two nodes")
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = _requirements()
     if missing:
         pytest.skip(missing)
     out = tmp_path_factory.mktemp("cluster-out")
     output = make_output(out, n_studies=4, prefix="two-nodes")  # a release of 44 exams: ~10 s
-    started = cluster.start(_settings(tmp_path_factory.mktemp("cluster") / "orthanc"))
+    started = start_pacs(_settings())
     try:
-        yield Running(started, out, output)
+        yield Cluster(started, out, output)
     finally:
         started.stop()
 
 
 @pytest.fixture(scope="module")
-def first_load(running: Running) -> LoadResult:
+def first_load(running: Cluster) -> LoadResult:
     """The module's first load, into the empty cluster, through both nodes."""
     return running.load(workers=2)
 
 
 @pytest.fixture
-def loaded(running: Running, first_load: LoadResult) -> Running:
+def loaded(running: Cluster, first_load: LoadResult) -> Cluster:
     """The cluster holding the 24 objects (a re-run sends only what a test removed)."""
+    wait_up(running)
     result = running.load(workers=2)
     assert result.ok, result.errors
     return running
+
+
+def wait_up(running: Cluster, timeout: float = 90) -> supervisor.Health:
+    """The cluster's health once every part is up again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = supervisor.health(running.settings.data_dir)
+        if health.problem is None:
+            return health
+        time.sleep(0.1)
+    raise AssertionError(f"not up again: {supervisor.health(running.settings.data_dir)}")
 
 
 def _counts(connection: Connection) -> tuple[int, int, int]:
@@ -143,7 +159,7 @@ def _counts(connection: Connection) -> tuple[int, int, int]:
         for level in ("studies", "series", "instances"))
 
 
-def _empty(running: Running) -> None:
+def _empty(running: Cluster) -> None:
     """Delete every patient (through node 1)."""
     client = OrthancClient.connect(running.connection(0), timeout=60)
     for patient in client.session.get(client.url + "/patients", timeout=30).json():
@@ -151,41 +167,42 @@ def _empty(running: Running) -> None:
     assert _counts(running.connection(0)) == (0, 0, 0)
 
 
-def _kill_node_2(running: Running) -> None:
-    node = running.cluster.nodes[1]
-    assert native.running_pid(running.settings.data_dir, 1) == node.pid
-    os.kill(node.pid, signal.SIGKILL)
-    node.process.wait()
+def _supervisor_pid(running: Cluster) -> int:
+    pid = processes.recorded(DataLayout.of(running.settings.data_dir).supervisor_pid)
+    assert pid is not None
+    return pid
 
 
-def _restart_node_2(running: Running) -> None:
-    started = running.cluster
-    if started.nodes[1].running():
-        return
-    index = postgres.orthanc_section(started.postgres, cluster.INDEX_CONNECTIONS_PER_NODE)
-    started.nodes[1] = native.start(started.settings.node(1), runtime=started.first.runtime,
-                                    node=1, index=index)
+def _kill_node_2(running: Cluster) -> int:
+    pid = running.pacs.part_pid("Orthanc node 2")
+    os.kill(pid, signal.SIGKILL)
+    while processes.alive(pid):
+        time.sleep(0.01)
+    return pid
 
 
 @pytest.fixture
-def node_2_down(loaded: Running) -> Iterator[Running]:
-    """Node 2 killed for the test, started again afterwards."""
-    _kill_node_2(loaded)
+def node_2_down(loaded: Cluster) -> Iterator[Cluster]:
+    """Node 2 killed for the test, the supervisor frozen meanwhile; both back afterwards."""
+    leader = _supervisor_pid(loaded)
+    os.kill(leader, signal.SIGSTOP)
     try:
+        _kill_node_2(loaded)
         yield loaded
     finally:
-        _restart_node_2(loaded)
+        os.kill(leader, signal.SIGCONT)
+        wait_up(loaded)
 
 
-def _gateway_json(running: Running, target: str) -> list[dict]:
-    request = urllib.request.Request(f"{running.settings.web_url}{target}",
-                                     headers={"Accept": "application/dicom+json"})
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        assert answer.status == 200, target
-        return json.loads(answer.read() or b"[]")
+def _front_json(running: Cluster, target: str) -> list[dict]:
+    answer = requests.get(f"{running.settings.web_url}{target}", timeout=60,
+                          auth=(READER.name, READER.password),
+                          headers={"Accept": "application/dicom+json"})
+    assert answer.status_code == 200, (target, answer.text[:200])
+    return answer.json() if answer.content.strip() else []
 
 
-def _left_cc(running: Running) -> set[str]:
+def _left_cc(running: Cluster) -> set[str]:
     return {s.mg_uids[("L", "CC")] for s in running.output.studies}
 
 
@@ -193,7 +210,7 @@ def _left_cc(running: Running) -> set[str]:
 
 
 def test_load_spread_over_both_nodes_stores_everything_once(
-    running: Running, first_load: LoadResult
+    running: Cluster, first_load: LoadResult
 ) -> None:
     result = first_load
     assert result.ok, result.errors
@@ -210,7 +227,7 @@ def test_load_spread_over_both_nodes_stores_everything_once(
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "rest"])
-def test_stow_and_cstore_spread_too(loaded: Running, method: str) -> None:
+def test_stow_and_cstore_spread_too(loaded: Cluster, method: str) -> None:
     _empty(loaded)
     result = loaded.load(method=method, workers=2)
     assert result.ok, result.errors
@@ -219,7 +236,7 @@ def test_stow_and_cstore_spread_too(loaded: Running, method: str) -> None:
 
 
 def test_load_survives_losing_node_2_midway(
-    loaded: Running, monkeypatch: pytest.MonkeyPatch
+    loaded: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Node 2 is killed once a third of the objects are stored; no send completes in
     between (the later sends wait for the kill), so the kill happens mid-load for sure.
@@ -255,7 +272,8 @@ def test_load_survives_losing_node_2_midway(
         result = loaded.load(workers=2, retries=0, progress=progress)
     finally:
         monkeypatch.undo()
-        _restart_node_2(loaded)
+    health = wait_up(loaded)  # the supervisor started node 2 again
+    assert next(p for p in health.parts if p.name == "Orthanc node 2").restarts >= 1
     assert killed_at == [third] and third < result.total, "node 2 not killed mid-load"
     assert not waited_in_vain
     assert result.ok, result.errors
@@ -271,7 +289,7 @@ def test_load_survives_losing_node_2_midway(
         == (STUDIES, SERIES, OBJECTS)
 
 
-def test_load_asks_past_a_node_that_is_down(node_2_down: Running) -> None:
+def test_load_asks_past_a_node_that_is_down(node_2_down: Cluster) -> None:
     """Node 2 given first: what the PACS holds is asked of node 1."""
     running = node_2_down
     result = load(running.out, running.connection(1), nodes=[running.urls[0]])
@@ -281,7 +299,7 @@ def test_load_asks_past_a_node_that_is_down(node_2_down: Running) -> None:
 
 
 def test_cli_loads_through_every_recorded_node(
-    loaded: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loaded: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     creds = loaded.settings.credentials
     path = tmp_path / "server.json"
@@ -306,36 +324,32 @@ def test_cli_loads_through_every_recorded_node(
     assert f"{OBJECTS} objects: 0 sent, {OBJECTS} already present" in answer.output
 
 
-# --- the gateway and the nodes, as the SQLite server ----------------------------------------
+# --- the front and the nodes, as the SQLite server ------------------------------------------
 
 
-def _skipped_node_2(running: Running) -> int:
-    """How many times the gateway's log says it went past node 2."""
-    log = native.Layout(running.settings.data_dir).logs / "gateway.log"
-    port = running.settings.http_port + 1
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return text.count(f"PACS node 127.0.0.1:{port} unreachable")
-
-
-def test_gateway_searches_past_node_2_down(node_2_down: Running) -> None:
+def test_front_searches_past_node_2_down(node_2_down: Cluster) -> None:
     study = node_2_down.output.studies[0]
-    skipped = _skipped_node_2(node_2_down)
-    for _ in range(3):  # the gateway takes the nodes in turn: node 2's turn comes
-        found = _gateway_json(node_2_down, "/dicom-web/instances?ImageLaterality=L&ViewPosition=CC")
+    audit = DataLayout.of(node_2_down.settings.data_dir).audit_log
+    before = len(audit.read_text().splitlines())
+    for _ in range(4):  # least_conn takes the nodes in turn: node 2's turn comes
+        found = _front_json(node_2_down, "/dicom-web/instances?ImageLaterality=L&ViewPosition=CC")
         assert {item["00080018"]["Value"][0] for item in found} == _left_cc(node_2_down)
-        studies = _gateway_json(node_2_down, f"/dicom-web/studies?PatientID={study.patient_id}")
+        studies = _front_json(node_2_down, f"/dicom-web/studies?PatientID={study.patient_id}")
         assert [item["0020000D"]["Value"][0] for item in studies] == [study.study_uid]
-    assert _skipped_node_2(node_2_down) > skipped  # node 2's turns went to node 1
+    time.sleep(0.5)
+    node_1 = f"127.0.0.1:{node_2_down.settings.http_port}"
+    lines = [json.loads(line) for line in audit.read_text().splitlines()[before:]]
+    assert lines and all(line["node"].endswith(node_1) for line in lines)  # answered by node 1
 
 
-def test_qido_laterality_and_view_through_the_gateway(loaded: Running) -> None:
-    found = _gateway_json(loaded, "/dicom-web/instances?ImageLaterality=L&ViewPosition=CC")
+def test_qido_laterality_and_view_through_the_front(loaded: Cluster) -> None:
+    found = _front_json(loaded, "/dicom-web/instances?ImageLaterality=L&ViewPosition=CC")
     assert {item["00080018"]["Value"][0] for item in found} == _left_cc(loaded)
     for item in found:
         assert item["00200062"]["Value"] == ["L"] and item["00185101"]["Value"] == ["CC"]
 
 
-def test_c_find_study_by_patient_id_on_node_2(loaded: Running) -> None:
+def test_c_find_study_by_patient_id_on_node_2(loaded: Cluster) -> None:
     study = loaded.output.studies[1]
     ae = AE(ae_title=PYNETDICOM_AET)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
@@ -352,7 +366,7 @@ def test_c_find_study_by_patient_id_on_node_2(loaded: Running) -> None:
 
 
 @pytest.mark.parametrize("kind", ["MG", "SEG"])
-def test_wado_retrieve_through_node_2(loaded: Running, kind: str) -> None:
+def test_wado_retrieve_through_node_2(loaded: Cluster, kind: str) -> None:
     study = loaded.output.studies[2]
     entry = next(e for e in read_manifest(loaded.out)
                  if e.study_uid == study.study_uid and e.kind == kind)
@@ -361,3 +375,72 @@ def test_wado_retrieve_through_node_2(loaded: Running, kind: str) -> None:
     original = pydicom.dcmread(entry.file(loaded.out))
     assert got == original
     assert got.PixelData == original.PixelData
+
+
+# --- a part killed during a load: noticed, restarted, and the re-run completes -------------
+
+SLOW_LOAD = """
+import runpy, sys, time
+from server.transfer.load import RestSender
+send = RestSender.send
+def slow_send(self, entry, path):
+    time.sleep(0.2)
+    return send(self, entry, path)
+RestSender.send = slow_send
+sys.argv = ["vindr-convert", *sys.argv[1:]]
+runpy.run_module("vindr_convert", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", ["front door (nginx)", "Orthanc node 2", "index (PostgreSQL)"])
+def test_a_part_killed_during_a_load_is_noticed_and_restarted(
+        loaded: Cluster, part: str, tmp_path: Path) -> None:
+    """The part SIGKILLed once 6 objects are stored, during a `vindr-convert load` through
+    both nodes: the supervisor notices within seconds and starts it again; the load either
+    completes through what is left (the front is not on its way; node 1 takes node 2's work)
+    or stops at once naming the dead part (the index); its re-run completes and verify is
+    clean."""
+    _empty(loaded)
+    creds = loaded.settings.credentials
+    config = tmp_path / "server.json"
+    save_user_config(UserConfig(creds.username, creds.password, url=loaded.urls[0],
+                                nodes=list(loaded.urls), engine="native",
+                                data_dir=str(loaded.settings.data_dir),
+                                web_url=loaded.settings.web_url), config)
+    env = dict(os.environ, **{ENV_VAR: str(config)})
+    loading = subprocess.Popen([sys.executable, "-c", SLOW_LOAD, "load", str(loaded.out)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    node_1 = OrthancClient.connect(loaded.connection(0))
+    deadline = time.monotonic() + 120
+    while int(node_1.session.get(node_1.url + "/statistics", timeout=10).json()
+              ["CountInstances"]) < 6:
+        assert loading.poll() is None and time.monotonic() < deadline, "the load ended early"
+        time.sleep(0.02)
+    killed = loaded.pacs.part_pid(part)
+    os.kill(killed, signal.SIGKILL)
+    at = time.monotonic()
+    while True:  # the supervisor notices and restarts it
+        record = next(p for p in supervisor.health(loaded.settings.data_dir).parts
+                      if p.name == part)
+        if record.restarts >= 1 or record.state != supervisor.UP:
+            break
+        assert time.monotonic() - at < 5, f"the {part}'s death went unnoticed"
+        time.sleep(0.05)
+    text, _ = loading.communicate(timeout=300)
+    if part == "index (PostgreSQL)":
+        assert loading.returncode == 1, text
+        assert "the load stopped: the index (PostgreSQL) is" in text, text
+        assert time.monotonic() - at < 30  # it did not hang
+    else:
+        assert loading.returncode in (0, 1), text
+    health = wait_up(loaded)
+    record = next(p for p in health.parts if p.name == part)
+    assert record.pid != killed and "SIGKILL" in record.last_exit
+    again = subprocess.run([sys.executable, "-m", "vindr_convert", "load", str(loaded.out)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    checked = verify(loaded.output.release, loaded.out, loaded.connection(1))
+    assert checked.ok, checked.problems
+    assert _counts(loaded.connection(0)) == (STUDIES, SERIES, OBJECTS)
