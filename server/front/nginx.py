@@ -203,11 +203,13 @@ http {{
     # a Host this PACS does not answer to (DNS rebinding): refused
     server {{
 {block(listen_default, 8)}        server_name _;
+        default_type text/plain;
         return 421 "this server answers to {names}\\n";
     }}
 
     server {{
 {block(listen_front, 8)}        server_name {names};
+        default_type text/plain;  # what the refusals below say; files have their types
 
         # '..', percent-encoded characters or doubled slashes in a path: refused here,
         # before Orthanc would resolve them
@@ -248,7 +250,13 @@ http {{
             return 404 "not a DICOMweb resource of this server\\n";
         }}
 
-        # the viewer: OHIF's files once logged in
+        # the viewer: OHIF's files once logged in; but its web-app manifest, which browsers
+        # fetch without credentials (it names the application and its icons, no data)
+        location = /manifest.json {{
+            root {config.viewer};
+            try_files $uri =404;
+        }}
+
         location = /app-config.js {{
             auth_request /vindr-front-login;
             alias {config.app_config};

@@ -289,6 +289,7 @@ def start(folder: Path, port: int, *, account: Account | None = None,
         raise ServerError(f"port {port} is already in use on {HOST}: choose another one")
     if (layout.cluster / "PG_VERSION").exists() and not layout.credentials.exists():
         raise ServerError(f"{layout.credentials} is missing: the cluster's password is lost")
+    processes.check_reachable(layout.root, account)
     processes.make_private(layout.root, account)
     processes.make_private(layout.socket_dir, account)
     creds = credentials(layout.root)

@@ -1,14 +1,12 @@
-"""server.postgres: a real private PostgreSQL (Debian's binaries), and Orthanc's PostgreSQL
-index plugin on it with two Orthanc nodes sharing one database.
+"""server.pacs.postgres: a real private PostgreSQL (Debian's binaries), never as root.
 
-As root (this suite's usual case) every PostgreSQL command runs in a user namespace; the
-tests are the same either way. Skipped when PostgreSQL's server is not installed.
+As root (this suite's usual case) it runs as Debian's ``orthanc`` account, in a folder that
+account can reach; the tests are the same either way. Skipped when PostgreSQL's server is
+not installed. Two Orthanc nodes on it: test_pacs_cluster.py.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import socket
@@ -20,23 +18,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from pacs_tools import free_port
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pacs_tools import free_port, pacs_folder
 
-from server.pacs import postgres
 from server.errors import ServerError
+from server.pacs import postgres, processes
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
-ORTHANC = Path("/usr/sbin/Orthanc")
-INDEX_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so")
+ACCOUNT = processes.service_account("orthanc")
+
+
+def pg_folder() -> Path:
+    """A folder for a server, inside a data folder of the PACS's account (as serve makes)."""
+    data = pacs_folder("pg")
+    processes.make_private(data, ACCOUNT)
+    return data / "postgresql"
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +48,10 @@ def bins() -> Path:
 def server(bins: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[postgres.PostgresServer]:
     """One server for the checks that leave it as it is."""
-    folder = tmp_path_factory.mktemp("pg") / "postgresql"
-    started = postgres.start(folder, free_port())
+    folder = pg_folder()
+    started, process = postgres.start(folder, free_port(), account=ACCOUNT)
     yield started
-    postgres.stop(folder)
+    process.stop()
 
 
 def psql(bins: Path, server: postgres.PostgresServer, sql: str, **env: str
@@ -117,57 +114,65 @@ def test_everything_is_private(server: postgres.PostgresServer) -> None:
     assert [p.name for p in sockets] == [f".s.PGSQL.{server.port}"]
 
 
-def test_start_again_returns_the_running_server(server: postgres.PostgresServer) -> None:
-    again = postgres.start(server.folder, server.port)
-    assert (again.pid, again.port, again.credentials) == (server.pid, server.port,
-                                                          server.credentials)
-    with pytest.raises(ServerError, match=f"already runs on .*port {server.port}"):
-        postgres.start(server.folder, free_port())
+def test_runs_as_the_service_account_never_root(server: postgres.PostgresServer) -> None:
+    assert os.stat(f"/proc/{server.pid}").st_uid == ACCOUNT.uid != 0
+    assert server.folder.stat().st_uid == ACCOUNT.uid
 
 
-def test_port_in_use_is_refused(bins: Path, tmp_path: Path) -> None:
+def test_a_second_start_on_a_running_folder_is_refused(server: postgres.PostgresServer) -> None:
+    with pytest.raises(ServerError, match=f"already runs on {server.folder}"):
+        postgres.start(server.folder, free_port(), account=ACCOUNT)
+
+
+def test_port_in_use_is_refused(bins: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ServerError, match=f"port {port} is already in use"):
-            postgres.start(tmp_path / "postgresql", port)
+            postgres.start(pg_folder(), port, account=ACCOUNT)
 
 
-def test_started_elsewhere_stopped_and_restarted_with_its_data(bins: Path, tmp_path: Path
-                                                               ) -> None:
-    folder = tmp_path / "postgresql"
+def test_dies_with_its_starter_and_restarts_with_its_data(bins: Path) -> None:
+    """The server is a part of the PACS: when the process that started it dies, it stops
+    too (no orphan); started again, it has its data; after a crash (SIGKILL), it recovers."""
+    folder = pg_folder()
     port = free_port()
-    script = ("import sys; from pathlib import Path; from server import postgres; "
-              f"print(postgres.start(Path({str(folder)!r}), {port}).pid)")
-    child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120, check=True)
-    pid = int(child.stdout.strip())
+    script = ("import sys, time; from pathlib import Path; from server.pacs import postgres, "
+              "processes; server, _ = postgres.start(Path(sys.argv[1]), int(sys.argv[2]), "
+              "account=processes.service_account('orthanc')); print(server.pid, flush=True); "
+              "time.sleep(600)")
+    child = subprocess.Popen([sys.executable, "-c", script, str(folder), str(port)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    pid = int(child.stdout.readline())
     try:
-        assert postgres.running(folder) == pid  # outlived the process that started it
-        assert os.getsid(pid) != os.getsid(0)
-        first = postgres.start(folder, port)
+        assert postgres.running(folder) == pid
+        first = postgres.PostgresServer(folder, pid, port, postgres.credentials(folder))
         created = psql(bins, first, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('x')")
         assert created.returncode == 0, created.stderr
-        assert postgres.stop(folder)
+        child.kill()  # the starter dies: the server follows (SIGTERM from the kernel)
+        child.wait()
+        deadline = time.monotonic() + 30
+        while postgres.running(folder) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert postgres.running(folder) is None
-        assert _listeners(port) == []
-        assert not postgres.stop(folder)
-        second = postgres.start(folder, free_port())
+        second, process = postgres.start(folder, free_port(), account=ACCOUNT)
         assert second.credentials == first.credentials and second.pid != pid
         assert psql(bins, second, "SELECT v FROM kept").stdout.strip() == "x"
         os.kill(second.pid, signal.SIGKILL)  # a crash: postmaster.pid stays behind
-        deadline = time.monotonic() + 10
-        while postgres.running(folder) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        third = postgres.start(folder, free_port())  # crash recovery
+        process.popen.wait()
+        process.kill_leftovers()
+        third, process = postgres.start(folder, free_port(), account=ACCOUNT)  # recovery
         assert psql(bins, third, "SELECT v FROM kept").stdout.strip() == "x"
-        postgres.stop(folder)
+        process.stop(sig=signal.SIGINT)
+        assert postgres.running(folder) is None and not postgres.stop(folder)
         kept = postgres.Layout.of(folder).credentials
-        kept.rename(tmp_path / "moved.json")
+        kept.rename(folder.parent / "moved.json")
         with pytest.raises(ServerError, match="credentials.json is missing"):
-            postgres.start(folder, free_port())  # never a new password for an old cluster
+            postgres.start(folder, free_port(), account=ACCOUNT)  # never a new password
     finally:
+        if child.poll() is None:
+            child.kill()
         postgres.stop(folder)
 
 
@@ -191,71 +196,3 @@ def test_orthanc_section(server: postgres.PostgresServer) -> None:
     assert section["IndexConnectionsCount"] == 4
     with pytest.raises(ServerError, match="connections per Orthanc node"):
         postgres.orthanc_section(server, 0)
-
-
-def _dicom() -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientID, ds.PatientName, ds.Modality = "PG-1", "Shared^Index", "OT"
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def _wait_http(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text(errors="replace")[-2000:]
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError(f"Orthanc did not answer at {url}")
-
-
-def test_two_orthanc_nodes_share_the_index(server: postgres.PostgresServer, tmp_path: Path
-                                           ) -> None:
-    if not (ORTHANC.exists() and INDEX_PLUGIN.exists()):
-        pytest.skip("apt-get install -y --no-install-recommends orthanc orthanc-postgresql")
-    urls, processes = [], []
-    try:
-        for node in ("a", "b"):
-            http = free_port()
-            config = {
-                "Name": f"node-{node}", "HttpPort": http, "DicomPort": free_port(),
-                "StorageDirectory": str(tmp_path / "storage"),  # shared by both nodes
-                "IndexDirectory": str(tmp_path / node), "RemoteAccessAllowed": False,
-                "AuthenticationEnabled": False, "Plugins": [str(INDEX_PLUGIN)],
-                "PostgreSQL": postgres.orthanc_section(server, 2),
-                "SaveJobs": False, "DatabaseServerIdentifier": f"node-{node}",
-            }
-            path = tmp_path / f"{node}.json"
-            path.write_text(json.dumps(config))
-            log = tmp_path / f"{node}.log"
-            with log.open("wb") as out:
-                processes.append(subprocess.Popen([str(ORTHANC), str(path)], stdout=out,
-                                                  stderr=subprocess.STDOUT))
-            urls.append(f"http://127.0.0.1:{http}")
-            _wait_http(processes[-1], urls[-1] + "/system", log)
-        for url in urls:
-            system = requests.get(url + "/system", timeout=5).json()
-            assert "PostgreSQLIndex" in system["DatabaseBackendPlugin"]
-        data = _dicom()
-        stored = requests.post(urls[0] + "/instances", data=data, timeout=10)
-        assert stored.status_code == 200, stored.text
-        instance = stored.json()["ID"]
-        assert requests.get(urls[1] + "/instances", timeout=5).json() == [instance]
-        assert requests.get(f"{urls[1]}/instances/{instance}/file", timeout=5).content == data
-    finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()

@@ -1,7 +1,8 @@
 """OHIF in a real browser against a real Orthanc loaded with converter output.
 
-Playwright drives Debian's chromium (no browser download) through ``vindr-convert view``'s
-gateway. The exams are picked from a converted synthetic release so that together they show
+Playwright drives Debian's chromium (no browser download) against the PACS's front door,
+which serves OHIF as ``vindr-convert view`` makes it; the browser logs in with a read-only
+account (HTTP Basic, the way a user answers the browser's login prompt). The exams are picked from a converted synthetic release so that together they show
 every finding category, a box with several labels, a box partly outside its image and an exam
 without findings. Any console error, page error, HTTP status >= 400 or OHIF error boundary
 (which OHIF logs through ``console.debug``) fails the test. Screenshots go to
@@ -30,10 +31,10 @@ from converter.naming import uid_to_hex
 from converter.pipeline import convert_release
 from converter.release import read_release
 from converter.synth import generate_release
-from pacs_tools import free_port, pacs_settings, running_gateway
-from server.pacs import orthanc as native
+from pacs_tools import READER, pacs_settings, running_pacs
+from server.front import viewer
+from server.front.viewer import install_ohif
 from server.transfer.load import load
-from server.front.viewer import install_ohif, viewer_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -119,13 +120,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     result = convert_release(root / "release", root / "out", workers=2)
     assert result.ok
     exams, uids = _pick_exams(root / "release")
-    server = native.start(pacs_settings(root / "orthanc"))
-    try:
-        assert load(root / "out", server.connection).ok
-        with running_gateway(viewer_settings(ohif, server.connection, port=free_port())) as gw:
-            yield Site(gw.url, exams, len(uids))
-    finally:
-        server.stop()
+    with running_pacs(pacs_settings()) as running:
+        assert load(root / "out", running.admin).ok
+        viewer.enable(running.settings.data_dir, ohif)
+        yield Site(running.settings.web_url, exams, len(uids))
 
 
 @dataclass
@@ -162,7 +160,9 @@ def browser(site: Site) -> Iterator[Browser]:
         with sync_playwright() as playwright:
             context = playwright.chromium.launch_persistent_context(
                 profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1600, "height": 1000})
+                viewport={"width": 1600, "height": 1000},
+                http_credentials={"username": READER.name, "password": READER.password,
+                                  "send": "always"})
             page = context.pages[0] if context.pages else context.new_page()
             seen = Browser(page)
             page.on("console", lambda m: seen.messages.append((m.type, m.text)))
@@ -208,13 +208,36 @@ def _open_4up(browser: Browser, site: Site, exam: Exam) -> dict[str, str]:
 
 
 def _series(site: Site, exam: Exam, modality: str) -> list[str]:
-    """Series Instance UIDs of ``modality`` in the exam, asked through the gateway (QIDO)."""
+    """Series Instance UIDs of ``modality`` in the exam, asked through the front (QIDO)."""
     import requests
 
     answer = requests.get(f"{site.url}/dicom-web/studies/{exam.study_uid}/series",
-                          params={"Modality": modality}, timeout=30)
+                          params={"Modality": modality}, timeout=30,
+                          auth=(READER.name, READER.password))
     answer.raise_for_status()
     return [item["0020000E"]["Value"][0] for item in answer.json()]
+
+
+def test_the_viewer_asks_for_a_login(site: Site) -> None:
+    """Without an account, the browser gets the login challenge and nothing of OHIF."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            from playwright.sync_api import Error
+
+            page = browser.new_page()
+            seen = []
+            page.on("response", lambda r: seen.append((r.status, r.headers)))
+            with pytest.raises(Error, match="AUTH"):  # headless: no prompt to answer
+                page.goto(site.url + "/")
+            status, headers = seen[0]
+            assert status == 401 and headers["www-authenticate"].startswith("Basic")
+            assert [s for s, _ in seen if s < 400] == []  # nothing of OHIF was served
+        finally:
+            browser.close()
 
 
 def test_study_list_lists_every_exam(browser: Browser, site: Site) -> None:
