@@ -40,6 +40,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _qido_dictionary() -> None:
+    """The data dictionary the QIDO-RS module reads inside Orthanc: pydicom's, as serve
+    writes it (server.front.files)."""
+    from server.front.files import pydicom_dictionary
+    from server.front.plugin import qido
+
+    qido.use(pydicom_dictionary())
+
+
 @pytest.fixture(scope="session")
 def release(tmp_path_factory) -> tuple[Path, SynthSummary]:
     """A 50-exam synthetic release (scale 16) with every defect and erratum planted."""

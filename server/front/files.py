@@ -73,6 +73,14 @@ def served_hosts(extra: Sequence[str] = (), remote: bool = False) -> tuple[str, 
     return tuple(dict.fromkeys(hosts))
 
 
+def pydicom_dictionary() -> Dictionary:
+    """pydicom's data dictionary, for the in-Orthanc code (which has no pydicom)."""
+    from pydicom.datadict import DicomDictionary
+
+    return Dictionary({entry[4]: (tag, entry[0]) for tag, entry in DicomDictionary.items()
+                       if entry[4]})
+
+
 def new_front_key() -> str:
     """A fresh key for ``X-Vindr-Front``."""
     return secrets.token_urlsafe(32)
@@ -97,7 +105,7 @@ def write_plugin(folder: Path, *, admin: str, roles: Mapping[str, str], hosts: S
     for name in PLUGIN_MODULES:
         atomic_write(package / name, (source / name).read_bytes(), mode=PRIVATE_FILE,
                      fsync=False)
-    Dictionary.from_pydicom().dump(here.dictionary)
+    pydicom_dictionary().dump(here.dictionary)
     here.dictionary.chmod(PRIVATE_FILE)
     settings = {"admin": admin, "roles": dict(sorted(roles.items())), "hosts": list(hosts),
                 "front_key": front_key, "dictionary": str(there.dictionary)}

@@ -1,8 +1,9 @@
 """The DICOM data dictionary, as far as QIDO-RS needs it: keyword <-> tag, and each VR.
 
-Inside Orthanc there is no pydicom: :func:`Dictionary.from_pydicom` writes its dictionary
-(PS3.6, as pydicom ships it) to a JSON file when ``serve`` prepares the front
-(:meth:`Dictionary.dump`), and the in-Orthanc code reads it back (:meth:`Dictionary.load`).
+Inside Orthanc there is no pydicom: ``serve`` writes pydicom's dictionary (PS3.6, as
+pydicom ships it; :func:`server.front.files.pydicom_dictionary`) to a JSON file when it
+prepares the front (:meth:`Dictionary.dump`), and the in-Orthanc code reads it back
+(:meth:`Dictionary.load`).
 """
 
 from __future__ import annotations
@@ -35,14 +36,6 @@ class Dictionary:
         """The VR of ``keyword`` as PS3.6 gives it (``US or SS`` for some)."""
         entry = self._by_keyword.get(keyword)
         return entry[1] if entry else None
-
-    @classmethod
-    def from_pydicom(cls) -> Dictionary:
-        """pydicom's dictionary (not available inside Orthanc)."""
-        from pydicom.datadict import DicomDictionary
-
-        return cls({entry[4]: (tag, entry[0]) for tag, entry in DicomDictionary.items()
-                    if entry[4]})
 
     def dump(self, path: Path) -> None:
         """Write it as JSON to ``path``."""

@@ -27,8 +27,8 @@ Anything else (an attribute outside the index, sequence matching, an XML answer)
 None from :func:`plan`: the caller (:mod:`.in_orthanc`) then asks the DICOMweb plugin, so an
 answer is never silently narrower than the plugin's.
 
-The data dictionary comes from :func:`use` (inside Orthanc, the JSON file ``serve`` writes);
-by default pydicom's, for the project's own use and tests.
+The data dictionary comes from :func:`use`: inside Orthanc, the JSON file ``serve`` writes
+(pydicom's, :func:`server.front.files.pydicom_dictionary`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def use(dictionary: Dictionary) -> None:
 
 def _dictionary() -> Dictionary:
     if not _DICTIONARY:
-        _DICTIONARY.append(Dictionary.from_pydicom())
+        raise RuntimeError("qido: no data dictionary yet (qido.use)")
     return _DICTIONARY[0]
 
 
@@ -515,7 +515,10 @@ def _element(vr: str, value: Any) -> str:
         return f'{{"vr":"{vr}"}}'
     values = text.split("\\")
     if vr == "PN":
-        return f'{{"vr":"PN","Value":[{",".join(_dumps({"Alphabetic": v}) for v in values)}]}}'
+        names = [_person_name(v) for v in values]
+        if not any(names):
+            return '{"vr":"PN"}'
+        return f'{{"vr":"PN","Value":[{",".join(_dumps(n) for n in names)}]}}'
     if vr in _NUMERIC_VRS:
         try:
             numbers = [float(v) if vr in ("DS", "FL", "FD") else int(v) for v in values]
@@ -524,6 +527,15 @@ def _element(vr: str, value: Any) -> str:
         numbers = [int(n) if isinstance(n, float) and n.is_integer() else n for n in numbers]
         return f'{{"vr":"{vr}","Value":{_dumps(numbers)}}}'
     return f'{{"vr":"{vr}","Value":{_dumps(values)}}}'
+
+
+def _person_name(value: str) -> dict[str, str]:
+    """A PN value as its PS3.18 F.2.2 object: the ``=``-separated component groups
+    (alphabetic, ideographic, phonetic), trailing empty groups dropped."""
+    groups = value.split("=", 2)
+    while groups and not groups[-1]:
+        groups.pop()
+    return dict(zip(("Alphabetic", "Ideographic", "Phonetic"), groups))
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
