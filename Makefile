@@ -7,11 +7,14 @@
 BASE_PYTHON ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Needed: Python and its venv module, the PACS, its DICOMweb and PostgreSQL plugins,
-# PostgreSQL (serve --index postgresql), dcmtk (a real DIMSE client for the tests), and
-# debootstrap (Debian 13's Orthanc on a Debian 12, see the orthanc target).
-APT_PACKAGES = python3 python3-venv orthanc orthanc-dicomweb orthanc-postgresql postgresql \
-	dcmtk debootstrap
+# Needed: Python and its venv module, the PACS, its DICOMweb, PostgreSQL and Python plugins
+# (the last runs the front door's checks inside Orthanc), nginx (the front door), PostgreSQL
+# (serve --index postgresql), dcmtk (a real DIMSE client for the tests), debootstrap (Debian
+# 13's Orthanc on a Debian 12, see the orthanc target), iproute2 (`ip`, a test proves DICOM
+# is not reachable beyond loopback) and libatomic1 (the browser test's playwright driver
+# needs it; a minimal Debian 12 lacks it).
+APT_PACKAGES = python3 python3-venv orthanc orthanc-dicomweb orthanc-postgresql orthanc-python \
+	nginx postgresql dcmtk debootstrap iproute2 libatomic1
 # Wanted: PixelMed's SR validator, and Debian's chromium for the viewer's browser test
 # (those tests are skipped when they cannot be installed); npm fetches the OHIF viewer
 # (`vindr-convert view`), installed from Debian only when no npm is on PATH.
