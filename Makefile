@@ -69,9 +69,13 @@ demo: setup
 # against a two-node cluster on a PostgreSQL index.
 CLUSTER_TESTS = tests/integration/test_pacs_dicom.py tests/integration/test_pacs_dicomweb.py \
 	tests/integration/test_qido_index.py tests/integration/test_pacs_verify.py
+# The cluster half runs even when the first half failed; make fails if either did.
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS)
+	@status=0; \
+	$(PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
+	echo "VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS)"; \
+	VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 # The developer's loop: unit tests only (no whole-release conversion, no server), < 60 s.
 test-quick: venv

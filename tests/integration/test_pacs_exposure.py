@@ -13,6 +13,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
@@ -32,7 +33,7 @@ def associate(pacs: Pacs, calling: str, source: str, contexts=(Verification,), h
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = 10
     for context in contexts:
-        ae.add_requested_context(context)
+        ae.add_requested_context(*(context if isinstance(context, tuple) else (context,)))
     return ae.associate(host, pacs.dicom_port, ae_title=SERVER_AET, bind_address=(source, 0))
 
 
@@ -61,9 +62,14 @@ def test_a_known_aet_from_another_address_is_refused(pacs: Pacs) -> None:
 
 
 def store_status(pacs: Pacs, calling: str, source: str) -> int | None:
-    """The C-STORE status of one MG sent as ``calling`` from ``source`` (None: refused)."""
+    """The C-STORE status of one MG sent as ``calling`` from ``source`` (None: refused).
+
+    Offered in the file's own transfer syntax only, so that what is stored is the manifest's
+    data set (the session's PACS stays what ``load`` sent)."""
     entry = next(e for e in read_manifest(pacs.out) if e.kind == "MG")
-    assoc = associate(pacs, calling, source, contexts=(entry.sop_class_uid,))
+    syntax = pydicom.dcmread(entry.file(pacs.out), stop_before_pixels=True).file_meta
+    assoc = associate(pacs, calling, source,
+                      contexts=((entry.sop_class_uid, [syntax.TransferSyntaxUID]),))
     if not assoc.is_established:
         return None
     status = assoc.send_c_store(entry.file(pacs.out))
