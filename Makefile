@@ -22,7 +22,7 @@ APT_OPTIONAL = libpixelmed-java default-jre-headless chromium
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup apt venv orthanc demo test test-quick bench bench-quick clean-venv
+.PHONY: setup apt venv orthanc demo test test-quick bench bench-quick clean-venv fresh-debian
 
 setup: apt venv orthanc
 
@@ -72,9 +72,9 @@ CLUSTER_TESTS = tests/integration/test_pacs_dicom.py tests/integration/test_pacs
 # The cluster half runs even when the first half failed; make fails if either did.
 test: setup
 	@status=0; \
-	$(PY) -m pytest -q $(PYTEST_ARGS) || status=1; \
-	echo "VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS)"; \
-	VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS) || status=1; \
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS) || status=1; \
+	echo "VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rs $(CLUSTER_TESTS) $(PYTEST_ARGS)"; \
+	VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rs $(CLUSTER_TESTS) $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 # The developer's loop: unit tests only (no whole-release conversion, no server), < 60 s.
@@ -88,6 +88,13 @@ bench: setup
 # Under 10 minutes on 2 cores: 1,000 exams.
 bench-quick: setup
 	$(PY) benchmarks/archive_queries.py --quick
+
+# What CI runs: `make demo` then `make test` on a clean clone of HEAD in fresh minimal
+# Debian 12 and 13 roots (debootstrap; as root or with sudo; about 20 minutes a suite).
+# FRESH_SUITES=trixie for one.
+FRESH_SUITES ?= bookworm trixie
+fresh-debian:
+	@SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO .ci/fresh-debian $(FRESH_SUITES)
 
 clean-venv:
 	rm -rf $(VENV)
