@@ -241,6 +241,36 @@ def pixelmed_available() -> bool:
     return shutil.which("java") is not None and all(os.path.exists(j) for j in PIXELMED_JARS)
 
 
+# PixelMed's DicomInstanceValidator on our SEG: three messages that are not ours to remove.
+# PS3.3 C.7.6.1 gives PatientOrientation VM 2 (PixelMed's table says 1); the Derivation Image
+# functional group may be shared or per frame (C.7.6.16): ours is per frame, each frame naming
+# its source frame, which highdicom and OHIF read, while PixelMed looks in the shared group
+# only; and General Series Laterality, which dciodvfy reports as an error when present on a
+# Segmentation (the breast is said per segment instead: converter.annotations.seg).
+PIXELMED_SEG_FALSE_POSITIVES = (
+    "Error: GeneralSeriesModule/Laterality/: : Missing conditional attribute",
+    "Error: GeneralImageModule/PatientOrientation/: PatientOrientation: Incorrect value "
+    "multiplicity - got 2 but expected 1-1",
+    "Error: DerivationImageMacro/DerivationImageSequence/: SharedFunctionalGroupsSequence/"
+    "Item[1]/: Missing required sequence attribute (Type 2)",
+)
+
+
+def pixelmed_instance(path: str) -> tuple[list[str], str]:
+    """(errors, full output) of PixelMed's DicomInstanceValidator (the IOD check) for ``path``."""
+    import subprocess
+
+    result = subprocess.run(
+        ["java", *JAVA_XPATH_UNLIMITED, "-cp", ":".join(PIXELMED_JARS),
+         "com.pixelmed.validate.DicomInstanceValidator", str(path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    text = result.stdout + result.stderr
+    errors = [line for line in text.splitlines()
+              if line.startswith("Error") or "Exception" in line]
+    return errors, text
+
+
 def pixelmed_sr(path: str) -> tuple[list[str], list[str], str]:
     """(errors, warnings, full output) of PixelMed's DicomSRValidator for ``path``."""
     import subprocess
