@@ -15,10 +15,10 @@ PY := $(VENV)/bin/python
 # needs it; a minimal Debian 12 lacks it).
 APT_PACKAGES = python3 python3-venv orthanc orthanc-dicomweb orthanc-postgresql orthanc-python \
 	nginx postgresql dcmtk debootstrap iproute2 libatomic1
-# Wanted: PixelMed's SR validator, and Debian's chromium for the viewer's browser test
+# Wanted: PixelMed's validators (with Debian's Xalan: Debian 13's PixelMed needs it), and Debian's chromium for the viewer's browser test
 # (those tests are skipped when they cannot be installed); npm fetches the OHIF viewer
 # (`vindr-convert view`), installed from Debian only when no npm is on PATH.
-APT_OPTIONAL = libpixelmed-java default-jre-headless chromium
+APT_OPTIONAL = libpixelmed-java libxalan2-java default-jre-headless chromium
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
@@ -72,9 +72,9 @@ CLUSTER_TESTS = tests/integration/test_pacs_dicom.py tests/integration/test_pacs
 # The cluster half runs even when the first half failed; make fails if either did.
 test: setup
 	@status=0; \
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS) || status=1; \
-	echo "VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rs $(CLUSTER_TESTS) $(PYTEST_ARGS)"; \
-	VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rs $(CLUSTER_TESTS) $(PYTEST_ARGS) || status=1; \
+	$(PY) -m pytest -q -rfEs $(PYTEST_ARGS) || status=1; \
+	echo "VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rfEs $(CLUSTER_TESTS) $(PYTEST_ARGS)"; \
+	VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rfEs $(CLUSTER_TESTS) $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 # The developer's loop: unit tests only (no whole-release conversion, no server), < 60 s.

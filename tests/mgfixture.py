@@ -202,6 +202,24 @@ def rich_study(name: str = "rich", rows: int = 40, columns: int = 32) -> StudyRe
 # --- validators -------------------------------------------------------------------------------
 
 PIXELMED_JARS = ("/usr/share/java/pixelmed.jar", "/usr/share/java/commons-codec.jar")
+# The JDK's XSLT compiler (XSLTC) turns each XPath predicate into Java bytecode, whose
+# constants are capped at 64 KiB: Debian 13's PixelMed (20250211) has a code-list predicate of
+# 65,867 bytes, so its SR validator crashed after validating ("UTFDataFormatException: encoded
+# string too long"). Debian's interpretive Xalan (libxalan2-java) compiles nothing.
+XALAN_JARS = ("/usr/share/java/xalan2.jar", "/usr/share/java/serializer.jar")
+XALAN_FACTORY = ("-Djavax.xml.transform.TransformerFactory="
+                 "org.apache.xalan.processor.TransformerFactoryImpl")
+
+
+def pixelmed_command(tool: str, path: str) -> list[str]:
+    """java running PixelMed's ``tool`` on ``path``, with Xalan when it is installed."""
+    import os
+
+    jars, options = list(PIXELMED_JARS), list(JAVA_XPATH_UNLIMITED)
+    if all(os.path.exists(jar) for jar in XALAN_JARS):
+        jars += XALAN_JARS
+        options.append(XALAN_FACTORY)
+    return ["java", *options, "-cp", ":".join(jars), f"com.pixelmed.validate.{tool}", str(path)]
 # Newer JDKs cap XPath complexity below what PixelMed's compiled SR templates need.
 JAVA_XPATH_UNLIMITED = (
     "-Djdk.xml.xpathExprOpLimit=0",
@@ -260,11 +278,8 @@ def pixelmed_instance(path: str) -> tuple[list[str], str]:
     """(errors, full output) of PixelMed's DicomInstanceValidator (the IOD check) for ``path``."""
     import subprocess
 
-    result = subprocess.run(
-        ["java", *JAVA_XPATH_UNLIMITED, "-cp", ":".join(PIXELMED_JARS),
-         "com.pixelmed.validate.DicomInstanceValidator", str(path)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    result = subprocess.run(pixelmed_command("DicomInstanceValidator", path),
+                            capture_output=True, text=True, timeout=300, check=False)
     text = result.stdout + result.stderr
     errors = [line for line in text.splitlines()
               if line.startswith("Error") or "Exception" in line]
@@ -275,11 +290,8 @@ def pixelmed_sr(path: str) -> tuple[list[str], list[str], str]:
     """(errors, warnings, full output) of PixelMed's DicomSRValidator for ``path``."""
     import subprocess
 
-    result = subprocess.run(
-        ["java", *JAVA_XPATH_UNLIMITED, "-cp", ":".join(PIXELMED_JARS),
-         "com.pixelmed.validate.DicomSRValidator", str(path)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    result = subprocess.run(pixelmed_command("DicomSRValidator", path),
+                            capture_output=True, text=True, timeout=300, check=False)
     text = result.stdout + result.stderr
     lines = text.splitlines()
     errors = [line for line in lines if line.startswith("Error") or "Exception" in line]
