@@ -58,6 +58,7 @@ class Front:
         self.rules = rules
         self.parents = qido.ParentCache(_call)
         self.answers = qido.AnswerCache()
+        self._computing: dict[tuple[str, ...], threading.Event] = {}
         self._index: qido.IndexTags | None = None
         self._index_known = False
         self._lock = threading.Lock()
@@ -126,20 +127,31 @@ class Front:
     def _answer(self, search: qido.Search, plan: qido.Plan, base: str,
                 key: tuple[str, ...]) -> bytes:
         cache = self.parents
-        with cache.lock:  # the caches are as true as the change log before the search
-            cache.refresh()
-            seq = self._state()
-            known = self.answers.get(key, seq)
-        if known is not None:
-            return known
-        answers = _call("POST", "/tools/find", plan.body) or []
-        with cache.lock:
-            cache.resolve(search.level, answers)
-            if plan.modalities_from_children:
-                cache.resolve_children(answers)
-            data = qido.render(answers, plan, base, cache)
-            self.answers.put(key, seq, data)
-            return data
+        while True:
+            with cache.lock:  # the caches are as true as the change log before the search
+                cache.refresh()
+                seq = self._state()
+                known = self.answers.get(key, seq)
+                if known is not None:
+                    return known
+                running = self._computing.get(key)
+                if running is None:  # this request computes it; the same search meanwhile
+                    done = self._computing[key] = threading.Event()  # waits for it
+                    break
+            running.wait(60)  # then takes its answer from the cache (or computes it anew)
+        try:
+            answers = _call("POST", "/tools/find", plan.body) or []
+            with cache.lock:
+                cache.resolve(search.level, answers)
+                if plan.modalities_from_children:
+                    cache.resolve_children(answers)
+                data = qido.render(answers, plan, base, cache)
+                self.answers.put(key, seq, data)
+                return data
+        finally:
+            with cache.lock:
+                self._computing.pop(key, None)
+            done.set()
 
     @staticmethod
     def _state() -> str:
