@@ -495,3 +495,15 @@ def test_docker_publishes_dicom_on_loopback_unless_listen(tmp_path: Path, compos
     config = json.loads(far.orthanc_secret.read_text())
     assert config["DicomCheckModalityHost"] is True
     assert list(config["DicomModalities"]) == ["VIEWER"]  # no store-enabled AE title
+
+
+def test_free_ports_stay_out_of_the_ephemeral_range() -> None:
+    """An outgoing connection (nginx opens one per request to a node) may take any port of
+    the ephemeral range: the PACS's ports are chosen below it, free, consecutive."""
+    from server.pacs import processes
+
+    low, _high = processes._ephemeral_ports()
+    for count in (1, 3):
+        first = processes.free_ports(count)
+        assert 10000 <= first and first + count <= low
+        assert not any(processes.port_in_use(first + i) for i in range(count))

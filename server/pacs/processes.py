@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
@@ -42,20 +43,33 @@ _PR_SET_CHILD_SUBREAPER = 36
 # --- ports --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel takes outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback TCP ports nobody listens on now (the
-    nodes of a cluster take consecutive ports)."""
-    while True:
-        first = free_port()
-        if first + count < 65535 and not any(port_in_use(first + i) for i in range(1, count)):
+    """The first of ``count`` consecutive TCP ports nobody listens on now (the nodes of a
+    cluster take consecutive ports), chosen at random outside the ephemeral range: a port
+    the kernel may hand to an outgoing connection (every request nginx sends to a node is
+    one) could be taken by the time the part binds it."""
+    low, high = _ephemeral_ports()
+    start, stop = (10000, low) if low - 10000 > 1000 + count else (high + 1, 65536)
+    chooser = random.SystemRandom()
+    for _ in range(1000):
+        first = chooser.randrange(start, stop - count)
+        if not any(port_in_use(first + i) for i in range(count)):
             return first
+    raise ServerError(f"no {count} free consecutive TCP ports between {start} and {stop}")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (see :func:`free_ports`)."""
+    return free_ports(1)
 
 
 def port_in_use(port: int) -> bool:
