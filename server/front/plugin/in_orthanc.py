@@ -130,7 +130,7 @@ class Front:
         while True:
             with cache.lock:  # the caches are as true as the change log before the search
                 cache.refresh()
-                seq = self._state()
+                seq = self._state(cache.generation)
                 known = self.answers.get(key, seq)
                 if known is not None:
                     return known
@@ -154,15 +154,15 @@ class Front:
             done.set()
 
     @staticmethod
-    def _state() -> str:
-        """What the index holds, as a token that changes with it: the change log's last
-        entry (every store adds one) and the counts of each level (a deletion removes its
-        resources' changes from the log, so only the counts show it)."""
-        last = (_call("GET", "/changes?last", None) or {}).get("Last")
+    def _state(generation: int) -> str:
+        """What the index holds, as a token that changes with it: how many changes that alter
+        an answer the change log holds since the plugin started (every store adds one; a
+        study becoming stable does not count) and the counts of each level (a deletion
+        removes its resources' changes from the log, so only the counts show it)."""
         stats = _call("GET", "/statistics", None) or {}
         counts = [stats.get(k) for k in ("CountPatients", "CountStudies", "CountSeries",
                                           "CountInstances")]
-        return json.dumps([last, *counts])
+        return json.dumps([generation, *counts])
 
     def _from_plugin(self, output: Any, path: str, query: str, base: str) -> None:
         """The DICOMweb plugin's own answer, its query decoded and its URLs made public."""

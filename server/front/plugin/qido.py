@@ -432,12 +432,16 @@ class ParentCache:
 
     BULK = 100
     _EVICT = frozenset({"Deleted", "NewSeries", "NewStudy", "NewPatient"})
+    # Changes that leave every search's answer as it was (stability, metadata, attachments)
+    _UNCHANGED = frozenset({"StablePatient", "StableStudy", "StableSeries", "CompletedSeries",
+                            "UpdatedMetadata", "UpdatedAttachment"})
     _URL: Mapping[str, str] = {"Series": "series", "Study": "studies", "Patient": "patients"}
 
     def __init__(self, call: Call) -> None:
         self._call = call
         self._entries: dict[str, tuple[dict[str, str], str | None]] = {}
         self._seq: int | None = None
+        self._generation = 0
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -448,6 +452,12 @@ class ParentCache:
         """The last change of Orthanc's log that :meth:`refresh` read."""
         return self._seq
 
+    @property
+    def generation(self) -> int:
+        """How many changes that alter an answer (a store, a new resource; not a study
+        becoming stable) :meth:`refresh` has read."""
+        return self._generation
+
     def refresh(self) -> None:
         """Forget every entry Orthanc's change log says was deleted or (re)created."""
         if self._seq is None:
@@ -456,8 +466,11 @@ class ParentCache:
         while True:
             page = self._call("GET", f"/changes?since={self._seq}&limit=10000", None)
             for change in page.get("Changes", []):
-                if change.get("ChangeType") in self._EVICT:
+                kind = change.get("ChangeType")
+                if kind in self._EVICT:
                     self._entries.pop(str(change.get("ID")), None)
+                if kind not in self._UNCHANGED:
+                    self._generation += 1
             self._seq = int(page.get("Last", self._seq))
             if page.get("Done", True):
                 return
