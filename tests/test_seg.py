@@ -191,6 +191,33 @@ def test_seg_same_input_same_bytes(rich):
     assert datetime.date.today().strftime("%Y%m%d").encode() not in data
 
 
+def test_fast_masks_give_the_bytes_of_plain_boolean_masks(rich, monkeypatch):
+    """The frame-contiguous uint8 masks are only faster: highdicom fed the plain stack of
+    full-image boolean masks writes the same bytes (overlapping boxes included)."""
+    from converter.annotations import seg as seg_module
+
+    study, images, segs = rich
+    first = study.images[0]
+    assert seg_module.segment_masks(first, 40, 32).shape == (1, 40, 32, len(first.findings))
+
+    def plain(image, rows, columns):
+        return np.stack([box_mask(f.box, rows, columns) for f in image.findings],
+                        axis=-1)[np.newaxis]
+
+    monkeypatch.setattr(seg_module, "segment_masks", plain)
+    compared = 0
+    for image, header in zip(study.images, images):
+        if segs[image.image_id] is None:
+            continue
+        reference = seg_module.build_seg(image, header)
+        assert _bytes(reference) == _bytes(segs[image.image_id])
+        compared += 1
+    assert compared == 3
+    overlapping = [segs[i.image_id].SegmentsOverlap for i in study.images
+                   if segs[i.image_id] is not None]
+    assert "YES" in overlapping
+
+
 def test_instance_numbers():
     header = pydicom.Dataset()
     header.SeriesNumber, header.InstanceNumber = 1, 3
