@@ -265,7 +265,10 @@ def test_check_sr_seg_finds_problems(rich):
     changed = type(image)(**{**image.__dict__, "findings": (moved, *image.findings[1:])})
     others = [s for i, s in segs.items() if s is not None and i != image.image_id]
     messages = check_sr_seg(sr, [build_seg(changed, header), *others], images)
-    assert any("segment 1: mask differs" in m for m in messages), messages
+    off = int(np.count_nonzero(box_mask(box, header.Rows, header.Columns)
+                               != box_mask(moved.box, header.Rows, header.Columns)))
+    assert any(f"segment 1: mask differs from the SR box in {off} pixel(s)" in m
+               for m in messages), messages
     assert len(messages) == 1, messages
 
     # A finding type outside its context group / not the label's code.
