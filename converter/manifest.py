@@ -83,11 +83,12 @@ def read_manifest(out_dir: Path) -> list[ManifestRow]:
     return rows
 
 
-def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> Path:
-    """Write ``out_dir/manifest.csv`` atomically, sorted by exam, kind and path."""
+def write_manifest(out_dir: Path, rows: Iterable[ManifestRow], mode: int | None = None) -> Path:
+    """Write ``out_dir/manifest.csv`` atomically (``mode``: its permission bits), sorted by
+    exam, kind and path."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in sorted(rows, key=lambda r: (r.study_id, KINDS.index(r.kind), r.path)):
         writer.writerow([getattr(row, name) for name in COLUMNS])
-    return atomic_write(Path(out_dir) / MANIFEST_NAME, buffer.getvalue())
+    return atomic_write(Path(out_dir) / MANIFEST_NAME, buffer.getvalue(), mode=mode)

@@ -32,7 +32,7 @@ from pydicom.tag import BaseTag
 from . import __version__, codes
 from .records import ImageRecord
 from .errors import RepairError
-from .fileio import atomic_write, atomic_writer
+from .fileio import atomic_writer
 from .naming import hex_to_uid, patient_id, patient_name, study_description
 
 PIXEL_DATA_TAG = 0x7FE00010
@@ -467,20 +467,21 @@ class Written:
 
 def write_image(
     path: Path, source: SourceImage, header: Dataset, dest: Path,
-    expected_sha256: str | None = None,
+    expected_sha256: str | None = None, mode: int | None = None,
 ) -> Written:
     """Write ``header`` + the source's pixel data to ``dest`` atomically.
 
     The source is read once, front to back, in 1 MiB chunks: every byte goes into its
     SHA-256 and the pixel bytes also go to the output. ``dest`` only appears (by rename)
     when the copy is complete and the source digest equals ``expected_sha256`` (when
-    given); otherwise :class:`RepairError` is raised and nothing is left behind.
+    given); otherwise :class:`RepairError` is raised and nothing is left behind. ``mode``:
+    the file's permission bits (:func:`converter.fileio.atomic_writer`).
     """
     head = header_bytes(header)
     element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, source.pixel_length)
     out_hash = hashlib.sha256(head + element)
     src_hash = hashlib.sha256()
-    with path.open("rb") as src, atomic_writer(dest) as out:
+    with path.open("rb") as src, atomic_writer(dest, mode=mode) as out:
         out.write(head)
         out.write(element)
         position = 0
@@ -501,10 +502,3 @@ def write_image(
                               f"SHA256SUMS.txt says {expected_sha256} (incomplete or "
                               "corrupted download?)")
     return Written(out_hash.hexdigest(), src_hash.hexdigest())
-
-
-def write_dataset(ds: Dataset, dest: Path) -> str:
-    """Write a whole data set (SR, SEG) atomically; returns the file's SHA-256."""
-    data = dataset_bytes(ds)
-    atomic_write(dest, data)
-    return hashlib.sha256(data).hexdigest()
