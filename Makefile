@@ -22,7 +22,7 @@ APT_OPTIONAL = libpixelmed-java default-jre-headless chromium
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup apt venv orthanc demo test test-quick bench bench-quick clean-venv
+.PHONY: setup apt venv orthanc demo test test-quick lint bench bench-quick clean-venv
 
 setup: apt venv orthanc
 
@@ -69,13 +69,18 @@ demo: setup
 # against a two-node cluster on a PostgreSQL index.
 CLUSTER_TESTS = tests/integration/test_pacs_dicom.py tests/integration/test_pacs_dicomweb.py \
 	tests/integration/test_qido_index.py tests/integration/test_pacs_verify.py
-test: setup
+test: setup lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
-# The developer's loop: unit tests only (no whole-release conversion, no server), < 60 s.
-test-quick: venv
+# The developer's loop: the lint, then unit tests only (no whole-release conversion, no
+# server), < 60 s.
+test-quick: lint
 	$(PY) -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
+
+# ruff's lint (rules in pyproject.toml; no formatter is run over the tree).
+lint: venv
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) benchmarks/convert_throughput.py --studies 50 200 --scale 1

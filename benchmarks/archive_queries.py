@@ -39,17 +39,17 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converter.manifest import read_manifest  # noqa: E402
-from converter.pipeline import convert_release  # noqa: E402
-from converter.synth import generate_release  # noqa: E402
 from dicomweb_client.api import DICOMwebClient  # noqa: E402
 from dicomweb_client.session_utils import create_session_from_auth  # noqa: E402
 from requests.auth import HTTPBasicAuth  # noqa: E402
 
+from converter.manifest import read_manifest  # noqa: E402
+from converter.pipeline import convert_release  # noqa: E402
+from converter.synth import generate_release  # noqa: E402
 from server import cluster, native  # noqa: E402
 from server.client import OrthancClient  # noqa: E402
-from server.transfer.load import load  # noqa: E402
 from server.pacs.settings import Credentials, Modality, ServerSettings  # noqa: E402
+from server.transfer.load import load  # noqa: E402
 
 BENCH_AET = "BENCH"
 
@@ -238,7 +238,7 @@ def main() -> None:
     print(f"convert: {converted.studies} exams, {sum(converted.objects.values())} objects, "
           f"{time.perf_counter() - start:.1f} s (resumed {converted.skipped_studies})")
     rows = read_manifest(out)
-    shape = dict(index=args.index, nodes=args.nodes)
+    shape = {"index": args.index, "nodes": args.nodes}
 
     raw_settings = _settings(work / f"orthanc-raw-{time.time_ns()}", **shape)
     raw = cluster.start(raw_settings, gateway=False)

@@ -14,9 +14,9 @@ import io
 import struct
 import warnings
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -30,10 +30,10 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from . import __version__, codes
-from .records import ImageRecord
 from .errors import RepairError
 from .fileio import atomic_writer
 from .naming import hex_to_uid, patient_id, patient_name, study_description
+from .records import ImageRecord
 
 PIXEL_DATA_TAG = 0x7FE00010
 CHUNK = 1 << 20
@@ -313,7 +313,8 @@ def kept_copy(source: Dataset) -> Dataset:
         if element.VR == "SQ":
             allowed = codes.SOURCE_ITEM_KEEP_LIST.get(element.keyword, frozenset())
             for item in element.value:
-                for tag in [t for t in item.keys() if not _kept(t, allowed)]:
+                # a Dataset iterates over its elements, .keys() over their tags
+                for tag in [t for t in item.keys() if not _kept(t, allowed)]:  # noqa: SIM118
                     del item[tag]
         ds.add(element)
     return ds

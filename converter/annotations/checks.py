@@ -25,8 +25,6 @@ from .seg import read_seg
 from .sr import SrBreast, SrFinding, read_sr
 
 
-
-
 def _check_finding(item: SrFinding, image: Dataset | None) -> list[str]:
     where = f"SR finding {item.tracking_identifier!r}"
     out = []
