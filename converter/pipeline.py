@@ -274,7 +274,9 @@ def convert_release(
     :class:`~converter.errors.ReleaseError` only when ``src`` is not a usable release and
     :class:`~converter.errors.OutputError` when ``out`` cannot be used (another run holds
     it, not writable, disk full); every problem with single images or rows is in the
-    result (and ``report.json``).
+    result (and ``report.json``). With more than one worker, a script calling this must do
+    so under ``if __name__ == "__main__":`` (the workers' fork server imports it, see
+    :mod:`.workers`).
     """
     src, out = Path(src), Path(out)
     release = read_release(src)
