@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--no-1-worker", action="store_true",
                         help="skip the 1-worker conversions (saves time at large sizes)")
     args = parser.parse_args()
+    if args.release_dir:
+        args.release_dir.mkdir(parents=True, exist_ok=True)
     for studies in args.studies:
         _one_size(studies, args.scale, args.workers, args.release_dir, not args.no_1_worker)
 
