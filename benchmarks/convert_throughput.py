@@ -22,7 +22,8 @@ Prints a Markdown table: seconds, MB/s, x copy, x floor (against the floor with 
 number of processes), ms per image, and peak resident memory per worker process and of
 the whole run (this process and every process below it, sampled every 50 ms; a
 worker is a process the fork server forked, and with 1 worker this process itself). Each run's
-output is removed before the next. Asserts only that every conversion succeeded.
+output is removed, and every write flushed (``sync``), before the next. Asserts
+only that every conversion succeeded.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def _release(studies: int, scale: float, keep: Path | None, tmp: Path) -> Path:
 
 
 def _timed(label: str, action, floor: str | None = None) -> Run:
+    os.sync()  # the previous run's writes reach the disk before this one starts
     start = time.perf_counter()
     with PeakMemory() as memory:
         action()
@@ -187,11 +189,14 @@ def _one_size(studies: int, scale: float, workers: int, keep: Path | None,
         def done(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
+        _print_header(studies, images, megabytes, scale)
         runs = [_timed("copy (baseline), 1 process", lambda: _copy_images(root, tmp / "copy"))]
+        _print_row(runs, runs[-1], megabytes, images)
         done(tmp / "copy")
         counts = [1, workers] if one_worker and workers != 1 else [workers]
         for n in dict.fromkeys([1, workers]):
             runs.append(_timed(f"floor, {n} process(es)", lambda n=n: _floor(root, tmp / "fl", n)))
+            _print_row(runs, runs[-1], megabytes, images)
             done(tmp / "fl")
         for sr_seg in (False, True):
             options = ConvertOptions(write_sr=sr_seg, write_seg=sr_seg)
@@ -204,25 +209,27 @@ def _one_size(studies: int, scale: float, workers: int, keep: Path | None,
 
                 runs.append(_timed(f"{what}, {n} worker(s)", convert,
                                    floor=f"floor, {n} process(es)"))
+                _print_row(runs, runs[-1], megabytes, images)
                 done(tmp / "out")
 
-    _print(studies, images, megabytes, scale, runs)
 
-
-def _print(studies: int, images: int, megabytes: float, scale: float, runs: list[Run]) -> None:
-    by_label = {run.label: run for run in runs}
-    base = runs[0].seconds
+def _print_header(studies: int, images: int, megabytes: float, scale: float) -> None:
     print(f"\n{studies} exams, {images} images, {megabytes:,.0f} MB (scale {scale:g}), "
           f"{os.cpu_count()} cores\n")
     print("| run | seconds | MB/s | x copy | x floor | ms/image | peak MB per worker "
           "| peak MB total |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for run in runs:
-        floor = by_label.get(run.floor or "")
-        x_floor = f"{floor.seconds / run.seconds:.2f}" if floor else ""
-        print(f"| {run.label} | {run.seconds:.1f} | {megabytes / run.seconds:,.0f} "
-              f"| {base / run.seconds:.2f} | {x_floor} | {1000 * run.seconds / images:.1f} "
-              f"| {run.worker_mb:,.0f} | {run.total_mb:,.0f} |", flush=True)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+
+
+def _print_row(runs: list[Run], run: Run, megabytes: float, images: int) -> None:
+    """One row, printed as soon as its run ends (``x floor``: against the floor with the
+    same number of processes)."""
+    floor = {r.label: r for r in runs}.get(run.floor or "")
+    x_floor = f"{floor.seconds / run.seconds:.2f}" if floor else ""
+    print(f"| {run.label} | {run.seconds:.1f} | {megabytes / run.seconds:,.0f} "
+          f"| {runs[0].seconds / run.seconds:.2f} | {x_floor} "
+          f"| {1000 * run.seconds / images:.1f} | {run.worker_mb:,.0f} "
+          f"| {run.total_mb:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":
