@@ -47,13 +47,13 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converter.manifest import read_manifest  # noqa: E402
-from converter.pipeline import convert_release  # noqa: E402
-from converter.synth import generate_release  # noqa: E402
 from dicomweb_client.api import DICOMwebClient  # noqa: E402
 from dicomweb_client.session_utils import create_session_from_auth  # noqa: E402
 from requests.auth import HTTPBasicAuth  # noqa: E402
 
+from converter.manifest import read_manifest  # noqa: E402
+from converter.pipeline import convert_release  # noqa: E402
+from converter.synth import generate_release  # noqa: E402
 from server.client import Connection, OrthancClient  # noqa: E402
 from server.pacs import accounts, engine, orthanc, processes  # noqa: E402
 from server.pacs.settings import Credentials, Modality, ServerSettings  # noqa: E402
@@ -245,7 +245,8 @@ def _concurrency(url: str, connections: int = 64, seconds: int = 30) -> str:
                              capture_output=True, text=True, check=False).stdout
         lines = {line.split()[0]: line.split()[1] for line in out.splitlines()
                  if re.match(r"\s+(50|99)%", line)}
-        requests_line = next((line.strip() for line in out.splitlines() if "requests in" in line), "")
+        requests_line = next((line.strip() for line in out.splitlines()
+                              if "requests in" in line), "")
         errors = next((line.strip() for line in out.splitlines() if "Socket errors" in line),
                       "no socket errors")
         non2xx = next((line.strip() for line in out.splitlines() if "Non-2xx" in line),
@@ -312,7 +313,7 @@ def main() -> None:
     print(f"convert: {converted.studies} exams, {sum(converted.objects.values())} objects, "
           f"{time.perf_counter() - start:.1f} s (resumed {converted.skipped_studies})")
     rows = read_manifest(out)
-    shape = dict(index=args.index, nodes=args.nodes)
+    shape = {"index": args.index, "nodes": args.nodes}
 
     raw_settings = _settings(work / f"orthanc-raw-{time.time_ns()}", **shape)
     _start(raw_settings)

@@ -211,7 +211,7 @@ def in_cid(key: tuple[str, str] | None, cid: int) -> bool:
     return key is not None and key in cid_values(cid)
 
 
-# --- Annotation objects (SR, SEG): converter.annotations.sr / converter.annotations.seg ----------------------
+# --- Annotation objects (SR, SEG): converter.annotations.sr / converter.annotations.seg ------
 # Fixed values so that the same input gives the same bytes.  The date is the publication date
 # of VinDr-Mammo 1.0.0 on PhysioNet (March 21, 2022), when the annotations were released.
 

@@ -198,7 +198,8 @@ def csv_text(header: Sequence[str], rows: Iterable[Row]) -> str:
     return buffer.getvalue()
 
 
-def write_csvs(dest: Path, breast_rows: Iterable[Row], finding_rows: Iterable[Row]) -> tuple[Path, Path]:
+def write_csvs(dest: Path, breast_rows: Iterable[Row],
+               finding_rows: Iterable[Row]) -> tuple[Path, Path]:
     """Write ``breast-level_annotations.csv`` and ``finding_annotations.csv`` into ``dest``."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def atomic_writer(path: Path, mode: int | None = None, fsync: bool = True) -> It
     Parameters
     ----------
     path: Path
-        The target; its folder is created.
+        The target; its folder is created (with :func:`folder_mode` of ``mode``).
     mode: int | None
         Permission bits of the new file (e.g. :data:`PRIVATE_FILE`); None keeps the umask's.
     fsync: bool
@@ -41,7 +41,7 @@ def atomic_writer(path: Path, mode: int | None = None, fsync: bool = True) -> It
         a renamed but empty file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=folder_mode(mode))
     tmp = partial_path(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(tmp, flags, mode if mode is not None else 0o666)
@@ -56,6 +56,12 @@ def atomic_writer(path: Path, mode: int | None = None, fsync: bool = True) -> It
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def folder_mode(mode: int | None) -> int:
+    """The mode of a folder made for files of ``mode``: searchable by whoever may read them
+    (0600 -> 0700, 0644 -> 0755); 0777 (the umask's) for None."""
+    return 0o777 if mode is None else mode | (mode & 0o444) >> 2
 
 
 def atomic_write(path: Path, data: bytes | str, mode: int | None = None,

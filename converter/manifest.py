@@ -131,9 +131,9 @@ def _check_record(path: Path, data: bytes, rows: list[ManifestRow]) -> None:
                else "") + " (cut or edited? convert writes both again)")
 
 
-def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> Path:
+def write_manifest(out_dir: Path, rows: Iterable[ManifestRow], mode: int | None = None) -> Path:
     """Write ``out_dir/manifest.csv`` atomically, sorted by exam, kind and path, then its
-    record ``manifest.json``."""
+    record ``manifest.json`` (``mode``: their permission bits)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -141,7 +141,7 @@ def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> Path:
     for row in ordered:
         writer.writerow([getattr(row, name) for name in COLUMNS])
     data = buffer.getvalue().encode("utf-8")
-    path = atomic_write(Path(out_dir) / MANIFEST_NAME, data)
+    path = atomic_write(Path(out_dir) / MANIFEST_NAME, data, mode=mode)
     atomic_write(Path(out_dir) / RECORD_NAME,
-                 json.dumps(_record(data, ordered), indent=1) + "\n")
+                 json.dumps(_record(data, ordered), indent=1) + "\n", mode=mode)
     return path

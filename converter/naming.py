@@ -190,7 +190,10 @@ class FindingIdentifier:
 
 
 def format_finding_identifier(labels: Sequence[str], box: Box, birads: int | None = None) -> str:
-    """``VinDr finding ['Mass', 'Focal Asymmetry'] BI-RADS 4 box 1234.5678710938 412.34 1500.25 -3.5``.
+    """The tracking identifier of a finding box row.
+
+    For example ``VinDr finding ['Mass', 'Focal Asymmetry'] BI-RADS 4 box 1234.5678710938
+    412.34 1500.25 -3.5``.
 
     The labels are the CSV's ``finding_categories`` literal (order kept), the coordinates
     the CSV's text verbatim, so the identifier is lossless; the finding BI-RADS, when the

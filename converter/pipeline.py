@@ -1,35 +1,23 @@
 """Convert a whole release: images, then per exam an SR and per annotated image a SEG.
 
 The unit of work is an exam (study): its SR needs all its images. Exams run in parallel
-worker processes; each writes its objects atomically and, last, a small state file that
-lists them. A re-run skips every exam whose state file and objects are complete and redoes
-the others, so an interrupted conversion resumes where it stopped.
+worker processes (:mod:`.workers`); each writes its objects atomically and, last, a small
+state file that lists them. A re-run skips every exam whose state file and objects are
+complete and redoes the others, so an interrupted conversion resumes where it stopped.
 
-Output layout (all paths relative to OUT)::
-
-    images/<study_id>/<image_id>.dcm   repaired MG For Presentation
-    sr/<study_id>.dcm                  Comprehensive SR (TID 1500), one per exam
-    seg/<study_id>/<image_id>.dcm      Segmentation, one per image with boxes
-    manifest.csv                       one row per object written
-    report.json                        summary and every problem found
-    .state/<study_id>.json             resume bookkeeping
+Where things go in OUT, its lock, state files and pruning: :mod:`.output`. One image and
+what it reports: :mod:`.image`. The SR and SEG writers: :mod:`.annotations`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import signal
-import sys
 import traceback
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,29 +27,27 @@ from . import __version__, codes
 from .annotations.seg import build_seg
 from .annotations.sr import build_sr
 from .errors import OutputError, RepairError
-from .fileio import atomic_write, partial_path
+from .fileio import atomic_write
+from .image import convert_image, manifest_row
 from .manifest import MANIFEST_NAME, ManifestRow, write_manifest
-from .naming import is_hex_id
-from .records import ImageRecord, Problem, ProgressCallback, StudyRecord
-from .release import Release, read_release
-from .repair import (
-    changed_attributes,
-    SourceImage,
-    chest_wall_on_left,
-    dropped_attributes,
-    lenient_reading,
-    patient_orientation,
-    read_source,
-    repair_dataset,
-    sample_rows,
-    standard_chest_wall_left,
-    write_dataset,
-    write_image,
+from .output import (
+    FILE_MODE,
+    REPORT,
+    clear_state,
+    output_lock,
+    prune_gone,
+    prune_study,
+    read_state,
+    remove_partials,
+    seg_path,
+    sr_path,
+    write_object,
+    write_state,
 )
-
-REPORT = "report.json"
-STATE_DIR = ".state"
-LOCK_FILE = ".lock"
+from .records import Problem, ProgressCallback, StudyRecord
+from .release import Release, read_release
+from .repair import dataset_bytes
+from .workers import exit_if_orphaned, format_traceback, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +94,6 @@ class ConversionResult:
         return self.errors == 0 and self.failed_images == 0
 
 
-def image_path(out: Path, image: ImageRecord) -> Path:
-    return out / "images" / image.study_id / f"{image.image_id}.dcm"
-
-
-def sr_path(out: Path, study_id: str) -> Path:
-    return out / "sr" / f"{study_id}.dcm"
-
-
-def seg_path(out: Path, image: ImageRecord) -> Path:
-    return out / "seg" / image.study_id / f"{image.image_id}.dcm"
-
-
 def numbering(study: StudyRecord) -> dict[str, tuple[int, int]]:
     """(SeriesNumber, InstanceNumber) per image id, deterministic.
 
@@ -140,80 +114,6 @@ def numbering(study: StudyRecord) -> dict[str, tuple[int, int]]:
     return result
 
 
-def _row(kind: str, image: ImageRecord | None, study_id: str, ds: Dataset, out: Path,
-         dest: Path, sha256: str, source: str = "", source_sha256: str = "") -> ManifestRow:
-    return ManifestRow(
-        kind=kind,
-        study_id=study_id,
-        series_id=image.series_id if image and kind == "MG" else "",
-        image_id=image.image_id if image else "",
-        path=dest.relative_to(out).as_posix(),
-        study_uid=ds.StudyInstanceUID,
-        series_uid=ds.SeriesInstanceUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        sop_class_uid=ds.SOPClassUID,
-        sha256=sha256,
-        source=source,
-        source_sha256=source_sha256,
-    )
-
-
-def convert_image(image: ImageRecord, out: Path, series_number: int, instance_number: int,
-                  problems: list[Problem]) -> tuple[Dataset, ManifestRow]:
-    """Repair one image into OUT; raises RepairError/OSError when it cannot."""
-    assert image.path is not None
-    with lenient_reading():
-        return _convert_image(image, out, series_number, instance_number, problems)
-
-
-def _convert_image(image: ImageRecord, out: Path, series_number: int, instance_number: int,
-                   problems: list[Problem]) -> tuple[Dataset, ManifestRow]:
-    assert image.path is not None
-    source = read_source(image.path)
-    standard = standard_chest_wall_left(image.laterality)
-    left = chest_wall_on_left(sample_rows(image.path, source), source.photometric)
-    where = {"file": image.relpath, "study_id": image.study_id, "image_id": image.image_id}
-    if left is None:
-        left = standard
-        problems.append(Problem("warning", "orientation-unclear",
-                                "no breast edge found in the pixels: PatientOrientation "
-                                "assumes the standard layout", **where))
-    elif left != standard:
-        problems.append(Problem("info", "flipped-layout",
-                                f"chest wall on the {'left' if left else 'right'} edge for a "
-                                f"{image.laterality} breast: PatientOrientation says so", **where))
-    header = repair_dataset(source.header, image,
-                            patient_orientation(image.laterality, image.view, left),
-                            series_number, instance_number)
-    _report_source(source, problems, where)
-    for keyword, change in changed_attributes(source.header, header):
-        same_side = keyword == "Laterality" and source.header.Laterality == image.laterality
-        problems.append(Problem("info" if same_side else "warning", "attribute-changed",
-                                change + (" (series laterality is not allowed beside "
-                                          "ImageLaterality)" if same_side else ""), **where))
-    dest = image_path(out, image)
-    written = write_image(image.path, source, header, dest, image.sha256)
-    if image.sha256 is None:
-        problems.append(Problem("warning", "unverified", "no checksum to verify against",
-                                **where))
-    row = _row("MG", image, image.study_id, header, out, dest, written.sha256,
-               image.relpath, written.source_sha256)
-    return header, row
-
-
-def _report_source(source: SourceImage, problems: list[Problem], where: dict[str, str]) -> None:
-    """Report what of the source file does not reach the output: dropped elements (once
-    each, by name and tag, never by value) and bytes after the Pixel Data."""
-    for name, valued in dropped_attributes(source.header):
-        problems.append(Problem("warning" if valued else "info", "attribute-dropped",
-                                f"{name} dropped: not on the de-identification keep-list",
-                                **where))
-    if source.trailing_bytes:
-        problems.append(Problem("warning", "trailing-bytes",
-                                f"{source.trailing_bytes} byte(s) after the Pixel Data "
-                                "element: not copied", **where))
-
-
 def convert_study(study: StudyRecord, out: Path, options: ConvertOptions,
                   fingerprint: str | None = None) -> StudyResult:
     """Convert one exam; never raises for bad input (problems are returned).
@@ -223,7 +123,7 @@ def convert_study(study: StudyRecord, out: Path, options: ConvertOptions,
     removed. The state file that marks the exam complete is written last, and only when
     ``fingerprint`` is given and nothing failed; see :func:`exam_fingerprint`.
     """
-    _state_path(out, study.study_id).unlink(missing_ok=True)
+    clear_state(out, study.study_id)
     result = StudyResult(study.study_id, images=len(study.images))
     headers = _convert_images(study, out, result)
     if result.failed_images:
@@ -233,9 +133,9 @@ def convert_study(study: StudyRecord, out: Path, options: ConvertOptions,
             study_id=study.study_id))
     else:
         _write_annotations(study, headers, out, options, result)
-    prune_study(out, study, result.rows)
+    prune_study(out, study.study_id, result.rows)
     if fingerprint is not None and not any(p.severity == "error" for p in result.problems):
-        _write_state(out, study.study_id, fingerprint, result)
+        write_state(out, study.study_id, fingerprint, result.rows, result.problems)
     return result
 
 
@@ -244,7 +144,7 @@ def _convert_images(study: StudyRecord, out: Path, result: StudyResult) -> list[
     numbers = numbering(study)
     headers: list[Dataset] = []
     for image in study.images:
-        _exit_if_orphaned()
+        exit_if_orphaned()
         try:
             header, row = convert_image(image, out, *numbers[image.image_id], result.problems)
         except (RepairError, OSError) as exc:
@@ -265,62 +165,23 @@ def _write_annotations(study: StudyRecord, headers: list[Dataset], out: Path,
         if options.write_sr:
             sr = build_sr(study, headers)
             dest = sr_path(out, study.study_id)
-            result.rows.append(_row("SR", None, study.study_id, sr, out, dest,
-                                    write_dataset(sr, dest)))
+            result.rows.append(manifest_row("SR", None, study.study_id, sr, out, dest,
+                                            write_object(dataset_bytes(sr), dest)))
         if options.write_seg:
             for image, header in zip(study.images, headers):
                 seg = build_seg(image, header)
                 if seg is None:
                     continue
                 dest = seg_path(out, image)
-                result.rows.append(_row("SEG", image, study.study_id, seg, out, dest,
-                                        write_dataset(seg, dest)))
+                result.rows.append(manifest_row("SEG", image, study.study_id, seg, out, dest,
+                                                write_object(dataset_bytes(seg), dest)))
     except Exception as exc:  # an encoder bug must not stop the other exams
         result.problems.append(Problem("error", "annotation-failed",
                                        f"{type(exc).__name__}: {exc}", study_id=study.study_id,
                                        detail=traceback.format_exc()))
 
 
-# --- what is in OUT: stale files, state, fingerprints --------------------------------------
-
-
-def _study_files(out: Path, study_id: str) -> list[Path]:
-    """Every file of OUT that belongs to exam ``study_id`` (temporary files included)."""
-    files = [p for folder in ("images", "seg") for p in (out / folder / study_id).glob("*")]
-    files += [out / "sr" / f"{study_id}.dcm", partial_path(out / "sr" / f"{study_id}.dcm")]
-    return [p for p in files if p.is_file()]
-
-
-def _remove_study_files(out: Path, study_id: str, keep: set[Path]) -> None:
-    """Remove the exam's files not in ``keep``, and its folders left empty."""
-    for path in _study_files(out, study_id):
-        if path not in keep:
-            path.unlink()
-    for folder in ("images", "seg"):
-        with contextlib.suppress(OSError):
-            (out / folder / study_id).rmdir()  # only when empty
-
-
-def prune_study(out: Path, study: StudyRecord, rows: Iterable[ManifestRow]) -> None:
-    """Remove the exam's files that ``rows`` do not list, and its folders left empty."""
-    _remove_study_files(out, study.study_id, {out / row.path for row in rows})
-
-
-def prune_gone(out: Path, study_ids: set[str]) -> None:
-    """Remove the files and state of exams OUT holds but the release no longer has."""
-    found = {p.name for folder in ("images", "seg") for p in (out / folder).glob("*")
-             if p.is_dir()}
-    found |= {p.stem for folder in ("sr", STATE_DIR) for p in (out / folder).glob("*.*")}
-    for study_id in sorted(i for i in found - study_ids if is_hex_id(i)):
-        log.info("removing the output of exam %s, no longer in the release", study_id)
-        _remove_study_files(out, study_id, set())
-        _state_path(out, study_id).unlink(missing_ok=True)
-
-
-def remove_partials(out: Path) -> None:
-    """Temporary files of an interrupted run (only called while holding the lock)."""
-    for path in out.rglob(".*.partial"):
-        path.unlink(missing_ok=True)
+# --- fingerprints and earlier runs ------------------------------------------------------------
 
 
 def exam_fingerprint(study: StudyRecord, problems: list[Problem],
@@ -362,36 +223,13 @@ def _file_stamp(path: Path | None) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns] if stat else None
 
 
-def _state_path(out: Path, study_id: str) -> Path:
-    return out / STATE_DIR / f"{study_id}.json"
-
-
-def _write_state(out: Path, study_id: str, fingerprint: str, result: StudyResult) -> None:
-    state = {
-        "fingerprint": fingerprint,
-        "rows": [asdict(row) for row in result.rows],
-        "sizes": {row.path: (out / row.path).stat().st_size for row in result.rows},
-        "problems": [asdict(p) for p in result.problems],
-    }
-    atomic_write(_state_path(out, study_id), json.dumps(state, indent=1, sort_keys=True),
-                 fsync=False)
-
-
 def completed(out: Path, study: StudyRecord, fingerprint: str) -> StudyResult | None:
     """The result of an earlier run of this exam when its input is unchanged (same
     fingerprint) and all its objects are in place; None otherwise."""
-    path = _state_path(out, study.study_id)
-    try:
-        state = json.loads(path.read_text())
-        if state.get("fingerprint") != fingerprint:
-            return None
-        for rel, size in state["sizes"].items():
-            if (out / rel).stat().st_size != size:
-                return None
-        rows = [ManifestRow(**row) for row in state["rows"]]
-        problems = [Problem(**p) for p in state["problems"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    state = read_state(out, study.study_id, fingerprint)
+    if state is None:
         return None
+    rows, problems = state
     if sum(row.kind == "MG" for row in rows) != len(study.images):
         return None
     return StudyResult(study.study_id, rows, problems, images=len(study.images), skipped=True)
@@ -421,30 +259,6 @@ def _problems_for(release: Release, studies: list[StudyRecord]) -> list[Problem]
 # --- the run: lock, workers, manifest, report ------------------------------------------------
 
 
-@contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on OUT (``OUT/.lock``) for a whole run.
-
-    Raises :class:`OutputError` at once when another run holds it, or when OUT cannot be
-    created or written.
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write the output folder ({exc.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"{out} is being written by another convert run (it holds "
-                              f"{out / LOCK_FILE}): wait for it to end, or choose another "
-                              "output folder") from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def convert_release(
     src: Path,
     out: Path,
@@ -460,7 +274,9 @@ def convert_release(
     :class:`~converter.errors.ReleaseError` only when ``src`` is not a usable release and
     :class:`~converter.errors.OutputError` when ``out`` cannot be used (another run holds
     it, not writable, disk full); every problem with single images or rows is in the
-    result (and ``report.json``).
+    result (and ``report.json``). With more than one worker, a script calling this must do
+    so under ``if __name__ == "__main__":`` (the workers' fork server imports it, see
+    :mod:`.workers`).
     """
     src, out = Path(src), Path(out)
     release = read_release(src)
@@ -521,7 +337,7 @@ def _collect(studies: list[StudyRecord], results: dict[str, StudyResult],
 
 def _write_outputs(out: Path, result: ConversionResult, rows: list[ManifestRow]) -> None:
     """manifest.csv and report.json; OutputError (not a traceback) when they cannot be."""
-    for name, write in ((MANIFEST_NAME, lambda: write_manifest(out, rows)),
+    for name, write in ((MANIFEST_NAME, lambda: write_manifest(out, rows, mode=FILE_MODE)),
                         (REPORT, lambda: write_report(out, result))):
         try:
             write()
@@ -538,51 +354,17 @@ def _run(todo: list[tuple[StudyRecord, str | None]], out: Path, options: Convert
         for study, fingerprint in todo:
             yield convert_study(study, out, options, fingerprint)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
-        futures = {pool.submit(convert_study, study, out, options, fingerprint): study
-                   for study, fingerprint in todo}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as exc:  # a crashed worker: report the exam, go on
-                study = futures[future]
-                log.exception("worker failed on exam %s", study.study_id)
-                yield StudyResult(study.study_id, images=len(study.images),
-                                  failed_images=len(study.images),
-                                  problems=[Problem("error", "worker-failed",
-                                                    f"{type(exc).__name__}: {exc}",
-                                                    study_id=study.study_id,
-                                                    detail=_traceback(exc))])
+    jobs = [(study, (study, out, options, fingerprint)) for study, fingerprint in todo]
+    yield from run_parallel(convert_study, jobs, workers, _crashed)
 
 
-# --- worker processes die with the main process -----------------------------------------------
-
-_PARENT_PID: int | None = None  # set in worker processes only
-PR_SET_PDEATHSIG = 1
-
-
-def _worker_init() -> None:
-    """Worker initializer: be killed when the parent dies (Linux prctl), and remember it."""
-    global _PARENT_PID
-    _PARENT_PID = os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the getppid check still applies
-            log.warning("prctl(PR_SET_PDEATHSIG) unavailable")
-    _exit_if_orphaned()  # the parent may have died before prctl
-
-
-def _exit_if_orphaned() -> None:
-    """In a worker whose parent has died (re-parented), stop at once."""
-    if _PARENT_PID is not None and os.getppid() != _PARENT_PID:
-        os._exit(1)
-
-
-def _traceback(exc: BaseException) -> str:
-    """The full traceback, the worker's own included (ProcessPoolExecutor chains it)."""
-    return "".join(traceback.format_exception(exc))
+def _crashed(study: StudyRecord, exc: BaseException) -> StudyResult:
+    """The result of an exam whose worker raised or died."""
+    log.error("worker failed on exam %s: %s", study.study_id, format_traceback(exc))
+    return StudyResult(study.study_id, images=len(study.images),
+                       failed_images=len(study.images),
+                       problems=[Problem("error", "worker-failed", f"{type(exc).__name__}: {exc}",
+                                         study_id=study.study_id, detail=format_traceback(exc))])
 
 
 def write_report(out: Path, result: ConversionResult) -> Path:
@@ -602,4 +384,4 @@ def write_report(out: Path, result: ConversionResult) -> Path:
         },
         "problems": [asdict(p) for p in result.problems],
     }
-    return atomic_write(out / REPORT, json.dumps(report, indent=1) + "\n")
+    return atomic_write(out / REPORT, json.dumps(report, indent=1) + "\n", mode=FILE_MODE)

@@ -32,7 +32,7 @@ class Box:
     text: tuple[str, str, str, str]
 
     @classmethod
-    def from_text(cls, xmin: str, ymin: str, xmax: str, ymax: str) -> "Box":
+    def from_text(cls, xmin: str, ymin: str, xmax: str, ymax: str) -> Box:
         """Parse the four CSV fields; raises ValueError on a non-number."""
         values = tuple(float(v) for v in (xmin, ymin, xmax, ymax))
         return cls(*values, text=(xmin, ymin, xmax, ymax))

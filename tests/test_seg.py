@@ -227,6 +227,49 @@ def test_seg_same_input_same_bytes(rich):
     assert datetime.date.today().strftime("%Y%m%d").encode() not in data
 
 
+def _disjoint_study():
+    """Boxes side by side (sharing an edge, no pixel) and apart: no two overlap."""
+    return study_record("disjoint", {
+        ("L", "CC"): [finding(["Mass"], ["0", "0", "10", "10"]),
+                      finding(["Suspicious Calcification"], ["10", "0", "20", "10"], None),
+                      finding(["Asymmetry"], ["2", "20.5", "30", "39"], 3)],
+        ("R", "MLO"): [finding(["Mass"], ["5", "5", "6", "6"])],
+    })
+
+
+@pytest.mark.parametrize("name", ["overlapping", "disjoint"])
+def test_fast_masks_give_the_bytes_of_plain_boolean_masks(rich, name, monkeypatch):
+    """The masks' fast forms (a label map when no boxes overlap, else a frame-contiguous
+    stack) are only faster: highdicom fed the plain stack of full-image boolean masks
+    writes the same bytes."""
+    from converter.annotations import seg as seg_module
+
+    if name == "overlapping":
+        study, images, segs = rich
+    else:
+        study = _disjoint_study()
+        images = mg_headers(study, pixel_spacing=True)
+        segs = {i.image_id: build_seg(i, h) for i, h in zip(study.images, images)}
+    annotated = [(i, h) for i, h in zip(study.images, images) if i.findings]
+    shapes = {seg_module.segment_masks(i, 40, 32).shape for i, _ in annotated}
+    several = [i for i, _ in annotated if len(i.findings) > 1]
+    if name == "overlapping":
+        assert {(1, 40, 32, len(i.findings)) for i in several} <= shapes
+        assert {segs[i.image_id].SegmentsOverlap for i in several} == {"YES"}
+    else:
+        assert shapes == {(1, 40, 32)}  # label maps
+        assert {segs[i.image_id].SegmentsOverlap for i in several} == {"NO"}
+
+    def plain(image, rows, columns):
+        return np.stack([box_mask(f.box, rows, columns) for f in image.findings],
+                        axis=-1)[np.newaxis]
+
+    monkeypatch.setattr(seg_module, "segment_masks", plain)
+    for image, header in annotated:
+        assert _bytes(seg_module.build_seg(image, header)) == _bytes(segs[image.image_id])
+    assert several
+
+
 def test_instance_numbers():
     header = pydicom.Dataset()
     header.SeriesNumber, header.InstanceNumber = 1, 3
@@ -274,7 +317,10 @@ def test_check_sr_seg_finds_problems(rich):
     changed = type(image)(**{**image.__dict__, "findings": (moved, *image.findings[1:])})
     others = [s for i, s in segs.items() if s is not None and i != image.image_id]
     messages = check_sr_seg(sr, [build_seg(changed, header), *others], images)
-    assert any("segment 1: mask differs" in m for m in messages), messages
+    off = int(np.count_nonzero(box_mask(box, header.Rows, header.Columns)
+                               != box_mask(moved.box, header.Rows, header.Columns)))
+    assert any(f"segment 1: mask differs from the SR box in {off} pixel(s)" in m
+               for m in messages), messages
     assert len(messages) == 1, messages
 
     # A finding type outside its context group / not the label's code.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -39,7 +39,7 @@ def convert(
     src: Annotated[Path, typer.Argument(help="The release folder (with images/ and the CSVs).")],
     out: Annotated[Path, typer.Argument(help="Output folder (created; re-runs resume).")],
     workers: Annotated[int, typer.Option(help="Worker processes (default: all cores).")] = 0,
-    limit: Annotated[Optional[int], typer.Option(help="Convert only the first N exams.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Convert only the first N exams.")] = None,
     sr: Annotated[bool, typer.Option("--sr/--no-sr", help="Write one SR per exam.")] = True,
     seg: Annotated[bool, typer.Option("--seg/--no-seg",
                                       help="Write one SEG per annotated image.")] = True,
@@ -99,7 +99,7 @@ def validate(
 def export(
     out: Annotated[Path, typer.Argument(help="A folder written by `convert`.")],
     dest: Annotated[Path, typer.Argument(help="Folder for the two annotation CSVs.")],
-    compare: Annotated[Optional[Path], typer.Option(
+    compare: Annotated[Path | None, typer.Option(
         help="A release folder to compare the exported rows with.")] = None,
 ) -> None:
     """Rebuild breast-level and finding CSVs from the DICOM objects alone."""

@@ -111,6 +111,35 @@ def _centre_range(low: float, high: float, size: int) -> tuple[int, int]:
     return first, last
 
 
+def box_window(box: Box | Sequence[float], rows: int, columns: int) -> tuple[slice, slice]:
+    """The (row, column) slices of the pixels whose centre lies in the box.
+
+    The mask of a box is a rectangle, so these two ranges are all of it: :func:`box_mask`
+    fills them in a full image, the SEG writer in its own frame array, and no full-size
+    boolean array is needed to know which pixels a box covers.
+
+    Parameters
+    ----------
+    box: converter.records.Box | Sequence[float]
+        The box; clipped and float32-rounded first (:func:`scoord_box`).
+    rows, columns: int
+        Image size.
+
+    Returns
+    -------
+    tuple[slice, slice]
+        Non-empty slices (at least one pixel, see the module docstring).
+    """
+    xmin, ymin, xmax, ymax = scoord_box(box, rows, columns)
+    c0, c1 = _centre_range(xmin, xmax, columns)
+    r0, r1 = _centre_range(ymin, ymax, rows)
+    if c0 <= c1 and r0 <= r1:
+        return slice(r0, r1 + 1), slice(c0, c1 + 1)
+    c = min(max(math.floor((xmin + xmax) / 2.0), 0), columns - 1)
+    r = min(max(math.floor((ymin + ymax) / 2.0), 0), rows - 1)
+    return slice(r, r + 1), slice(c, c + 1)
+
+
 def box_mask(box: Box | Sequence[float], rows: int, columns: int) -> np.ndarray:
     """Boolean mask (rows, columns) of the pixels whose centre lies in the box.
 
@@ -124,16 +153,8 @@ def box_mask(box: Box | Sequence[float], rows: int, columns: int) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        dtype bool, at least one True pixel.
+        dtype bool, at least one True pixel (the rectangle of :func:`box_window`).
     """
-    xmin, ymin, xmax, ymax = scoord_box(box, rows, columns)
     mask = np.zeros((rows, columns), dtype=bool)
-    c0, c1 = _centre_range(xmin, xmax, columns)
-    r0, r1 = _centre_range(ymin, ymax, rows)
-    if c0 <= c1 and r0 <= r1:
-        mask[r0 : r1 + 1, c0 : c1 + 1] = True
-    else:
-        c = min(max(math.floor((xmin + xmax) / 2.0), 0), columns - 1)
-        r = min(max(math.floor((ymin + ymax) / 2.0), 0), rows - 1)
-        mask[r, c] = True
+    mask[box_window(box, rows, columns)] = True
     return mask
