@@ -505,5 +505,5 @@ def test_free_ports_stay_out_of_the_ephemeral_range() -> None:
     low, _high = processes._ephemeral_ports()
     for count in (1, 3):
         first = processes.free_ports(count)
-        assert 10000 <= first and first + count <= low
+        assert first >= 10000 and first + count <= low
         assert not any(processes.port_in_use(first + i) for i in range(count))
