@@ -94,6 +94,9 @@ def output_lock(out: Path, shared: bool = False) -> Iterator[None]:
     """
     out = Path(out)
     fd = _open_lock(out, shared)
+    if fd < 0:  # a reader of an OUT it may not write, with no lock file: no convert can
+        yield  # be writing it either
+        return
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -116,6 +119,8 @@ def _open_lock(out: Path, shared: bool) -> int:
             raise OutputError(f"{out}: no such output folder")
         with contextlib.suppress(FileNotFoundError):
             return os.open(lock, os.O_RDONLY)
+        if not os.access(out, os.W_OK):
+            return -1
     try:
         if not shared:
             make_private(out)

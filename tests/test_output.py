@@ -90,3 +90,39 @@ def test_workers_are_not_forks_of_a_threaded_caller():
     done = subprocess.run([sys.executable, "-c", _NO_FORK_SCRIPT], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_load_and_convert_keep_out_of_each_other(tmp_path):
+    """load holds OUT's lock shared: it refuses to start while a convert writes OUT (which
+    re-converting during a load used to break with ENOENT), and convert refuses to start
+    while a load reads it; several loads may run together."""
+    from converter.manifest import write_manifest
+    from server.client import Connection
+    from server.transfer.load import load
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_manifest(out, [])
+    nowhere = Connection("http://127.0.0.1:9", "admin", "password")
+    with output_lock(out):  # a convert runs
+        with pytest.raises(OutputError, match="being written by a convert run"):
+            load(out, nowhere)
+    with output_lock(out, shared=True):  # a load runs
+        with output_lock(out, shared=True):  # and another
+            pass
+        with pytest.raises(OutputError, match="in use by another convert or load run"):
+            with output_lock(out):
+                pass
+
+
+def test_a_read_only_out_without_a_lock_file_can_be_read(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("root writes a read-only folder anyway")
+        with output_lock(out, shared=True):
+            pass
+    finally:
+        out.chmod(0o700)

@@ -50,6 +50,7 @@ from pynetdicom.association import Association
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from converter.manifest import MANIFEST_NAME, ManifestRow, read_manifest
+from converter.output import output_lock
 from converter.records import ProgressCallback
 
 from server.client import Connection, HeldInstance, OrthancClient, OrthancError, SystemInfo
@@ -663,8 +664,21 @@ def load(
     ------
     ServerError
         When the manifest is unreadable or no node of the PACS can be asked what it holds.
+    converter.errors.OutputError
+        At once, when a ``convert`` is writing ``out_dir`` (it holds the folder's lock;
+        ``load`` holds it shared, so ``convert`` refuses to start while a load runs).
     """
     out_dir = Path(out_dir)
+    with output_lock(out_dir, shared=True):  # no convert rewrites OUT meanwhile
+        return _load(out_dir, connection, nodes=nodes, method=method, workers=workers,
+                     retries=retries, retry_delay=retry_delay, calling_aet=calling_aet,
+                     progress=progress, watch=watch)
+
+
+def _load(out_dir: Path, connection: Connection, *, nodes: Sequence[str], method: Method,
+          workers: int, retries: int, retry_delay: float, calling_aet: str | None,
+          progress: ProgressCallback | None,
+          watch: Callable[[], str | None] | None) -> LoadResult:
     entries = read_manifest(out_dir)
     pacs = _Nodes.of(connection, nodes)
     result = LoadResult(total=len(entries), nodes=pacs.urls)
