@@ -397,38 +397,50 @@ def read_model_sr(ds: Dataset) -> ModelReport:
                                "an SR form we read")
         return report
 
-    def visit(item: Dataset, parent: Dataset | None, group: Dataset | None) -> None:
+    def visit(item: Dataset, group: Dataset | None) -> None:
         concept = _concept(item)
-        if concept in (MEASUREMENT_GROUP, SINGLE_IMAGE_FINDING):
-            group, parent = item, item
+        is_group = concept in (MEASUREMENT_GROUP, SINGLE_IMAGE_FINDING)
+        if is_group:
+            group = item
+        regions = []
         for child in _children(item):
-            kind = child.get("ValueType")
-            if kind in ("SCOORD", "SCOORD3D") and group is not None:
-                _read_box(report, child, group, parent)
+            if child.get("ValueType") in ("SCOORD", "SCOORD3D") and group is not None:
+                regions.append(child)
             else:
-                visit(child, item, group)
+                visit(child, group)
+        if regions and group is not None:
+            _read_regions(report, regions, group)
         if concept == QUALITATIVE_EVALUATIONS:
             report.breasts.extend(_read_breasts(item))
 
-    visit(ds, None, None)
+    visit(ds, None)
     return report
 
 
-def _read_box(report: ModelReport, scoord: Dataset, group: Dataset,
-              context: Dataset | None) -> None:
+def _read_regions(report: ModelReport, regions: list[Dataset], group: Dataset) -> None:
+    """The box of a group: its SCOORD regions (a TID 4000 "Center" point beside an
+    "Outline" is not a box of its own); a group without a usable region is reported."""
     where = f"SR {report.sop_instance_uid}"
-    if scoord.get("ValueType") == "SCOORD3D":
-        report.problems.append(f"{where}: a SCOORD3D region (no image coordinates) left out")
+    read = []
+    problems = []
+    for scoord in regions:
+        if scoord.get("ValueType") == "SCOORD3D":
+            problems.append("a SCOORD3D region (no image coordinates)")
+            continue
+        box, image_uid, problem = _box_of(scoord)
+        if box is None:
+            problems.append(problem)
+        else:
+            read.append((box, image_uid, scoord))
+    if not read:
+        report.problems.append(f"{where}: a finding with {'; '.join(problems)} left out")
         return
-    box, image_uid, problem = _box_of(scoord)
-    if box is None:
-        report.problems.append(f"{where}: {problem}, left out")
-        return
-    score = _score([*_children(group), *_children(scoord)])
-    if score is None:
-        report.problems.append(f"{where}: a box on image {image_uid} has no score, left out")
-        return
-    report.boxes.append(ReadBox(str(image_uid), box, score, _label(group, context)))
+    for box, image_uid, scoord in read:
+        score = _score([*_children(group), *_children(scoord)])
+        if score is None:
+            report.problems.append(f"{where}: a box on image {image_uid} has no score, left out")
+            continue
+        report.boxes.append(ReadBox(str(image_uid), box, score, _label(group, group)))
 
 
 def _read_breasts(container: Dataset) -> list[ReadBreast]:
