@@ -40,7 +40,7 @@ from .annotations.seg import build_seg
 from .annotations.sr import build_sr
 from .errors import OutputError, RepairError
 from .fileio import atomic_write, partial_path
-from .manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from .manifest import MANIFEST_NAME, ManifestRow, kept_rows, write_manifest
 from .naming import is_hex_id
 from .records import ImageRecord, Problem, ProgressCallback, StudyRecord
 from .release import Release, read_release
@@ -471,7 +471,10 @@ def convert_release(
         result = ConversionResult(out=out, problems=_problems_for(release, studies))
         results = _convert_studies(release, studies, out, options, workers, progress)
         _collect(studies, results, result)
-        _write_outputs(out, result, [row for s in studies for row in results[s.study_id].rows])
+        rows = [row for s in studies for row in results[s.study_id].rows]
+        # a model's SRs (`predictions import`) stay listed while their exams are
+        rows += kept_rows(out, f"{codes.MODEL_SR_DIR}/", {s.study_id for s in studies})
+        _write_outputs(out, result, rows)
     return result
 
 

@@ -466,6 +466,37 @@ def _read_breasts(container: Dataset) -> list[ReadBreast]:
             for lat, v in found.items() if v]
 
 
+def check_model_sr(ds: Dataset, images: Sequence[Dataset]) -> list[str]:
+    """What is wrong with a model's SR against its exam's images ([] when nothing).
+
+    Read back by :func:`read_model_sr` with no problem; every box on an image of the exam
+    and inside it; every score in [0, 1]; the breasts' lateralities among the exam's.
+    """
+    report = read_model_sr(ds)
+    found = list(report.problems)
+    by_uid = {str(image.SOPInstanceUID): image for image in images}
+    where = f"model SR {report.sop_instance_uid} ({report.name} {report.version})"
+    for box in report.boxes:
+        image = by_uid.get(box.image_uid)
+        if image is None:
+            found.append(f"{where}: a box references image {box.image_uid}, not one of the "
+                         "exam's")
+            continue
+        x0, y0, x1, y1 = box.box
+        if x0 < 0 or y0 < 0 or x1 > int(image.Columns) or y1 > int(image.Rows):
+            found.append(f"{where}: box {box.box} outside image {box.image_uid}")
+        if box.score is None or not 0 <= box.score <= 1:
+            found.append(f"{where}: score {box.score} outside [0, 1]")
+    sides = {str(image.get("ImageLaterality", "")) for image in images}
+    for breast in report.breasts:
+        if breast.laterality not in sides:
+            found.append(f"{where}: breast result for laterality {breast.laterality}, not "
+                         "among the exam's images")
+        if breast.score is not None and not 0 <= breast.score <= 1:
+            found.append(f"{where}: breast score {breast.score} outside [0, 1]")
+    return found
+
+
 __all__ = [
     "ModelReport",
     "PredictedBox",
@@ -473,6 +504,7 @@ __all__ = [
     "ReadBox",
     "ReadBreast",
     "build_model_sr",
+    "check_model_sr",
     "model_identity",
     "read_model_sr",
 ]
