@@ -45,6 +45,72 @@ def import_(
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
+def evaluate(
+    name: Annotated[str, typer.Option("--name", help="The model to score (as its SRs name it).")],
+    report: Annotated[Path, typer.Option("--report", help="Folder for metrics.json, "
+                                                          "report.md and the PNG plots.")],
+    version: Annotated[Optional[str], typer.Option(
+        "--version", help="Its version (needed when the PACS holds several).")] = None,
+    split: Annotated[str, typer.Option("--split", help="test, training or all.")] = "test",
+    match: Annotated[str, typer.Option("--match", help="iou (IoU >= 0.5) or center "
+                                                       "(box centre inside the lesion).")] = "iou",
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", min=0.0, max=1.0,
+        help="Breast score from which a breast is recalled (default: the Youden point).")] = None,
+    ignore_unboxed_suspicious: Annotated[bool, typer.Option(
+        "--ignore-unboxed-suspicious",
+        help="Leave images without a box on BI-RADS 3-5 breasts out of the false "
+             "positives.")] = False,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed.")] = 0,
+    url: Annotated[Optional[str], typer.Option(
+        "--url", help="Orthanc URL (default: from the credentials file).")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", help="HTTP user.")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", help="HTTP password.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1,
+                                         help="Studies fetched in parallel.")] = 2,
+) -> None:
+    """Score a model's SRs against the radiologists' over DICOMweb: FROC, AP, AUC, kappa."""
+    with reported_errors():
+        from converter.errors import PredictionsError
+        from converter.evaluation.evaluate import SPLIT_CHOICES
+        from converter.evaluation.report import write_report
+        from server.transfer.evaluate import evaluate_pacs
+        from server.userconfig import resolve_connection
+
+        if split not in SPLIT_CHOICES or match not in ("iou", "center"):
+            raise PredictionsError(f"--split is one of {', '.join(SPLIT_CHOICES)} and --match "
+                                   "iou or center")
+        connection = resolve_connection(url, user, password)
+        with progress_bar("fetch") as progress:
+            result = evaluate_pacs(connection, name, version, split=split, rule=match,
+                                   ignore_unboxed_suspicious=ignore_unboxed_suspicious,
+                                   threshold=threshold, seed=seed, workers=workers,
+                                   progress=progress)
+        paths = write_report(result, report)
+    print_summary(result.metrics())
+    problems = result.inputs.problems
+    list_problems((f"[yellow]problem[/yellow] {p}" for p in problems), len(problems),
+                  where=str(paths["metrics"]))
+    screen.print(f"report: {paths['report']}   metrics: {paths['metrics']}")
+
+
+def print_summary(metrics: dict) -> None:
+    """The evaluation's summary table."""
+    from rich.table import Table
+
+    from converter.evaluation.report import summary_rows
+
+    model = metrics["model"]
+    table = Table(title=f"{model['name']} {model['version']} on the {metrics['split']} split "
+                        f"(match {metrics['match']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for figure, value in summary_rows(metrics):
+        table.add_row(figure, value)
+    screen.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``predictions import`` and ``evaluate`` to ``app``."""
     app.add_typer(predictions_app, name="predictions")
+    app.command()(evaluate)

@@ -53,7 +53,8 @@ SPLIT_CHOICES = ("test", "training", "all")
 
 @dataclass
 class ExamObjects:
-    """What the PACS serves for one exam: its MG images (UID -> laterality) and SRs."""
+    """What the PACS serves for one exam: its MG images (UID -> laterality, '' when not
+    known: the reference SR's breast items then tell) and its SR objects."""
 
     study_uid: str
     description: str
@@ -162,8 +163,9 @@ def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str) -
             inputs.lesions.append(Lesion(image_uid, box, tuple(sorted(labels))))  # type: ignore[arg-type]
             boxed.add(image_uid)
         reference_breasts = {b.laterality: b for b in reference.breasts if b.laterality}
+        side = {uid: b.laterality for b in reference.breasts for uid in b.image_uids}
         for uid in images:
-            breast = reference_breasts.get(exam.images[uid])
+            breast = reference_breasts.get(exam.images[uid] or side.get(uid, ""))
             if uid not in boxed and breast is not None and breast.birads in RECALL_BIRADS:
                 inputs.unboxed_suspicious.append(uid)
         predicted: dict[str, object] = {}
