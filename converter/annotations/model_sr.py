@@ -25,9 +25,11 @@ and forms made elsewhere alike:
 - Mammography CAD SR (TID 4000): every "Single Image Finding" with an "Image Region" is a
   box, its score its "Certainty of Finding" or "Probability of cancer".
 
-The model's name is the TID 4019 "Algorithm Name" (version: "Algorithm Version") found in
-the tree, else the device observer's name, else the SR's Manufacturer Model Name, else the
-first tracking identifier's text; the version falls back on Software Versions.
+The model's name is the TID 4019 "Algorithm Name" found in the tree, else the device
+observer's name (TID 1004), else the SR's Manufacturer Model Name, else the first tracking
+identifier's text; its version is the TID 4019 "Algorithm Version", else the device
+observer's model name (where we write the version, so that an SR with breast results only
+still names it), else Software Versions.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ SINGLE_IMAGE_FINDING = ("DCM", "111059")
 FINDING = ("DCM", "121071")
 TRACKING_IDENTIFIER = ("DCM", "112039")
 DEVICE_OBSERVER_NAME = ("DCM", "121013")
+DEVICE_OBSERVER_MODEL = ("DCM", "121015")
 QUALITATIVE_EVALUATIONS = ("UMLS", "C0034375")
 ASSESSMENT = ("DCM", "111005")
 COMPOSITION = ("SCT", "129715009")
@@ -368,7 +371,8 @@ def model_identity(ds: Dataset) -> tuple[str, str]:
     versions = ds.get("SoftwareVersions", "")
     fallback = str(versions[0] if isinstance(versions, (list, tuple)) or
                    getattr(versions, "VM", 1) > 1 else versions or "")
-    return name or "unnamed", _find_text(ds, ALGORITHM_VERSION) or fallback
+    version = _find_text(ds, ALGORITHM_VERSION) or _find_text(ds, DEVICE_OBSERVER_MODEL)
+    return name or "unnamed", version or fallback
 
 
 def _walk(ds: Dataset) -> Iterable[Dataset]:
