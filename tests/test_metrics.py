@@ -203,6 +203,19 @@ def test_breast_auc_matches_scikit_learn_and_the_interval_is_seeded():
     assert breast_metrics(breasts, seed=4, samples=300).auc_ci != result.auc_ci
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_auc_is_scikit_learns(seed):
+    from sklearn.metrics import roc_auc_score
+
+    from converter.evaluation.metrics import rank_auc
+
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, 40)
+    truth[:2] = (0, 1)
+    score = np.round(rng.random(40), 1)  # ties
+    assert rank_auc(truth, score) == pytest.approx(roc_auc_score(truth, score))
+
+
 def test_breast_auc_hand_computed_with_an_unscored_breast():
     breasts = [BreastScore("a", "L", 4, 0.9), BreastScore("a", "R", 1, 0.2),
                BreastScore("b", "L", 3, None), BreastScore("b", "R", 2, 0.1)]

@@ -383,6 +383,36 @@ def _walk(ds: Dataset) -> Iterable[Dataset]:
         stack.extend(reversed(_children(item)))
 
 
+def reference_boxes(ds: Dataset) -> tuple[list[tuple[str, BoxValues, tuple[str, ...]]],
+                                            list[str]]:
+    """(image UID, box, labels) of every finding group of a ground-truth SR, and problems.
+
+    A pydicom walk, several times faster than highdicom's reader (``evaluate`` reads
+    thousands): the box is the SCOORD's, the labels those of the tracking identifier.
+    """
+    from ..naming import parse_finding_identifier
+
+    boxes, problems = [], []
+    for item in _walk(ds):
+        if _concept(item) != MEASUREMENT_GROUP:
+            continue
+        regions = [c for c in _children(item) if c.get("ValueType") == "SCOORD"]
+        if not regions:
+            continue
+        box, image_uid, problem = _box_of(regions[0])
+        text = _tracking_text(item)
+        try:
+            labels = parse_finding_identifier(text).labels
+        except ValueError as exc:
+            problems.append(f"reference SR {ds.get('SOPInstanceUID')}: {exc}")
+            continue
+        if box is None:
+            problems.append(f"reference SR {ds.get('SOPInstanceUID')}: {text!r}: {problem}")
+            continue
+        boxes.append((str(image_uid), box, labels))
+    return boxes, problems
+
+
 def read_model_sr(ds: Dataset) -> ModelReport:
     """Read an AI SR of any form listed in the module docstring.
 

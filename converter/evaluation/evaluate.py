@@ -27,8 +27,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .. import codes
-from ..annotations.model_sr import ModelReport, model_identity, read_model_sr
-from ..annotations.sr import read_sr
+from ..annotations.model_sr import ModelReport, model_identity, read_model_sr, reference_boxes
+from ..annotations.sr import _read_breasts
 from ..errors import PredictionsError
 from ..manifest import read_manifest
 from ..naming import is_ground_truth_sr, split_of, uid_to_hex
@@ -147,14 +147,15 @@ def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str) -
             inputs.problems.append(f"study {study_id}: no ground-truth SR in the PACS, exam "
                                    "left out")
             continue
-        reference = read_sr(truth[0])
-        inputs.problems += [f"study {study_id}: {text}" for text in reference.problems]
+        findings, problems = reference_boxes(truth[0])
+        reference_list, more = _read_breasts(truth[0])
+        inputs.problems += [f"study {study_id}: {text}" for text in problems + more]
         images = sorted(exam.images)
         inputs.images += images
         boxed: set[str] = set()
         grouped: dict[tuple[str, tuple[float, ...]], set[str]] = {}
-        for finding in reference.findings:
-            grouped.setdefault((finding.image_uid, finding.scoord), set()).update(finding.labels)
+        for image_uid, box, labels in findings:
+            grouped.setdefault((image_uid, box), set()).update(labels)
         for (image_uid, box), labels in grouped.items():
             if image_uid not in exam.images:
                 inputs.problems.append(f"study {study_id}: a reference box is on image "
@@ -162,8 +163,8 @@ def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str) -
                 continue
             inputs.lesions.append(Lesion(image_uid, box, tuple(sorted(labels))))  # type: ignore[arg-type]
             boxed.add(image_uid)
-        reference_breasts = {b.laterality: b for b in reference.breasts if b.laterality}
-        side = {uid: b.laterality for b in reference.breasts for uid in b.image_uids}
+        reference_breasts = {b.laterality: b for b in reference_list if b.laterality}
+        side = {uid: b.laterality for b in reference_list for uid in b.image_uids}
         for uid in images:
             breast = reference_breasts.get(exam.images[uid] or side.get(uid, ""))
             if uid not in boxed and breast is not None and breast.birads in RECALL_BIRADS:
