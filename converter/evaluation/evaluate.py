@@ -317,7 +317,8 @@ def evaluate_exams(
     """:func:`collect` then :func:`evaluate_inputs`; PredictionsError when the model is absent."""
     if split not in SPLIT_CHOICES:
         raise PredictionsError(f"split {split!r}: one of {', '.join(SPLIT_CHOICES)}")
-    in_split = [e for e in exams if split == "all" or split_of(e.description) == split]
+    in_split = sorted((e for e in exams if split == "all" or split_of(e.description) == split),
+                      key=lambda e: e.study_uid)  # same figures whatever the fetch order
     chosen = choose_version(model_versions(in_split), name, version)
     inputs = collect(in_split, split, name, chosen)
     return evaluate_inputs(inputs, name, chosen, rule, ignore_unboxed_suspicious, threshold,
