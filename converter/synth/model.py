@@ -6,8 +6,8 @@ formats ``vindr-convert predictions import`` reads:
 - ``BOXES.csv`` (``study_id,image_id,xmin,ymin,xmax,ymax,score,label``): each reference
   lesion (a distinct box of an image, clipped to it; multi-label rows are one lesion) is found
   with probability ``sensitivity``, its box jittered by a few percent of its size, with a
-  high score (``0.55 + 0.45 * u``); each image gets Poisson(``fp_per_image``) false positives
-  anywhere in the image, with lower scores (``0.6 * u``). The label is the lesion's first.
+  high score (``0.4 + 0.6 * u``); each image gets Poisson(``fp_per_image``) false positives
+  anywhere in the image, with lower scores (``0.75 * u``). The label is the lesion's first.
 - ``BREASTS.csv`` (``study_id,laterality,score,birads,density``): a suspicion score that
   grows with the breast's BI-RADS (a logistic of ``1.2 * (birads - 2.5)`` plus noise), the
   BI-RADS right 60 % of the time (else one off), the density right 70 % of the time (else
@@ -82,13 +82,13 @@ def simulate_model(
                 shift = (draw[1:5] - 0.5) * 2 * jitter
                 box = (x0 + shift[0] * w, y0 + shift[1] * h, x1 + shift[2] * w,
                        y1 + shift[3] * h)
-                boxes.append(_box_row(image, box, 0.55 + 0.45 * draw[5],
+                boxes.append(_box_row(image, box, 0.4 + 0.6 * draw[5],
                                       finding.categories[0]))
             for _ in range(int(rng.poisson(fp_per_image))):
                 u = rng.random(5)
                 w, h = image.width * (0.05 + 0.15 * u[0]), image.height * (0.05 + 0.15 * u[1])
                 x0, y0 = (image.width - w) * u[2], (image.height - h) * u[3]
-                boxes.append(_box_row(image, (x0, y0, x0 + w, y0 + h), 0.6 * u[4], None))
+                boxes.append(_box_row(image, (x0, y0, x0 + w, y0 + h), 0.75 * u[4], None))
         for laterality in ("R", "L"):
             side = [i for i in images if i.laterality == laterality]
             if not side:
