@@ -116,9 +116,8 @@ BREAST = Code("76752008", SCT, "Breast")  # CID 4013 (anatomic region), finding 
 GEOMETRIC_PURPOSE = Code("130400", DCM, "Geometric purpose of region")
 # --- AI results (converter.annotations.model_sr) ------------------------------------------------
 # A model's box or breast score: DCM 111047 "Probability of cancer" (CID 6048 "CAD Operating
-# Point Axis Label", the concept
-# orthanc-mammography writes), a ratio in [0, 1] with UCUM "1" (CID 7181 "no units"; a
-# reader also accepts UCUM "%", orthanc-mammography's unit).
+# Point Axis Label"; the concept orthanc-mammography writes), a ratio in [0, 1] with UCUM "1"
+# "no units" (CID 7181); a reader also accepts UCUM "%", orthanc-mammography's unit.
 PROBABILITY_OF_CANCER = Code("111047", DCM, "Probability of cancer")
 CERTAINTY_OF_FINDING = Code("111012", DCM, "Certainty of Finding")  # TID 4000 (CAD SR) score
 NO_UNITS = Code("1", "UCUM", "no units")
