@@ -282,3 +282,19 @@ def test_model_identity_fallbacks(exam):
     for finding in ds.ContentSequence[0].ContentSequence:
         finding.ContentSequence = DicomSequence(list(finding.ContentSequence)[2:])
     assert model_identity(ds) == ("Vendor CAD", "7.1")
+
+
+def test_read_from_dicom_json_as_from_the_dataset(model_sr, exam):
+    """WADO-RS metadata (DICOM JSON) reads to the same report as the Part-10 object."""
+    from converter.annotations.model_sr import reference_boxes, reference_breasts
+    from converter.annotations.sr import build_sr
+
+    ds = pydicom.dcmread(io.BytesIO(_bytes(model_sr)))
+    from_json = read_model_sr(ds.to_json_dict())
+    assert from_json == read_model_sr(ds)
+    study, images = exam
+    truth = pydicom.dcmread(io.BytesIO(_bytes(build_sr(study, images))))
+    assert reference_boxes(truth.to_json_dict()) == reference_boxes(truth)
+    assert reference_breasts(truth.to_json_dict()) == reference_breasts(truth)
+    assert {b.laterality for b in reference_breasts(truth)} == {"L", "R"}
+    assert len(reference_boxes(truth)[0]) == sum(len(i.findings) for i in study.images)

@@ -15,7 +15,8 @@ with highdicom like the ground-truth SR (:mod:`.sr`):
   6027) and "Breast composition" (density, CID 6000), each with the finding site and the
   breast's images as "Source", as in the ground-truth SR.
 
-Reading (:func:`read_model_sr`) walks the content tree with pydicom, so it reads our form
+Reading (:func:`read_model_sr`) walks the content tree (:class:`Node`, from a pydicom
+Dataset or straight from DICOM JSON), so it reads our form
 and forms made elsewhere alike:
 
 - TID 1500 in Enhanced, Comprehensive and Comprehensive 3D SR: every SCOORD region of a
@@ -45,7 +46,8 @@ from .. import __version__, codes
 from ..naming import model_sr_uids, model_tracking_uid, uid_to_hex
 from .common import fix_identity
 from .masks import box_to_polyline
-from .sr import _source_image, breast_site, birads_evaluation
+from .sr import _concept as _dataset_concept
+from .sr import _source_image, breast_site
 
 BoxValues = tuple[float, float, float, float]
 
@@ -192,7 +194,7 @@ def build_model_sr(
     root = report[0]
     if not groups:
         root.ContentSequence = hd.sr.ContentSequence(
-            [item for item in root.ContentSequence if _concept(item) != ("DCM", "126010")],
+            [item for item in root.ContentSequence if _dataset_concept(item) != ("DCM", "126010")],
             is_root=False)
     items = [item for breast in sorted(breasts, key=lambda b: b.laterality != "R")
              for item in breast_items(breast, ordered)]
@@ -240,10 +242,14 @@ class ReadBox:
 
 @dataclass(frozen=True)
 class ReadBreast:
+    """One breast's items of a Qualitative Evaluations container (``images``: its Source
+    images)."""
+
     laterality: str | None
     score: float | None
     birads: int | None
     density: str | None
+    images: tuple[str, ...] = ()
 
 
 @dataclass
@@ -260,22 +266,146 @@ class ModelReport:
     problems: list[str] = field(default_factory=list)
 
 
-def _concept(item: Dataset) -> tuple[str, str] | None:
-    names = item.get("ConceptNameCodeSequence")
-    if not names:
+# The reader works on a light copy of the content tree, built once: from a pydicom Dataset
+# (tag access), or straight from DICOM JSON (WADO-RS metadata), which skips pydicom's parsing
+# of thousands of nested items (an AI SR of 40 boxes has some 1,500 content items).
+_VALUE_TYPE, _CONCEPT_NAME, _CONCEPT_CODE = 0x0040A040, 0x0040A043, 0x0040A168
+_TEXT_VALUE, _UID_VALUE, _CONTENT = 0x0040A160, 0x0040A124, 0x0040A730
+_CODE_VALUE, _SCHEME = 0x00080100, 0x00080102
+_MEASURED, _NUMERIC, _UNITS = 0x0040A300, 0x0040A30A, 0x004008EA
+_GRAPHIC_TYPE, _GRAPHIC_DATA = 0x00700023, 0x00700022
+_REFERENCED_SOP, _REFERENCED_UID = 0x00081199, 0x00081155
+
+
+class Node:
+    """One content item (or the SR itself): value type, concept name and value codes, text,
+    children, and what boxes and scores need (graphic type and data, numeric value and unit,
+    referenced SOP Instance UIDs). ``get(keyword)`` reads a top-level attribute."""
+
+    __slots__ = ("value_type", "concept", "code", "text", "children", "graphic_type",
+                 "graphic_data", "number", "unit", "references", "_attributes")
+
+    def __init__(self) -> None:
+        self.value_type, self.concept, self.code, self.text = "", None, None, ""
+        self.children: list[Node] = []
+        self.graphic_type, self.graphic_data = "", ()
+        self.number: float | None = None
+        self.unit: str | None = None
+        self.references: tuple[str, ...] = ()
+        self._attributes: object = None
+
+    @classmethod
+    def from_dataset(cls, item: Dataset) -> "Node":
+        node = cls()
+        node._attributes = item
+        node.value_type = str(item[_VALUE_TYPE].value) if _VALUE_TYPE in item else ""
+        node.concept = _first_code(item, _CONCEPT_NAME)
+        node.code = _first_code(item, _CONCEPT_CODE)
+        text = item[_TEXT_VALUE].value if _TEXT_VALUE in item else (
+            item[_UID_VALUE].value if _UID_VALUE in item else "")
+        node.text = str(text or "")
+        if node.value_type in ("SCOORD", "SCOORD3D"):
+            node.graphic_type = str(item[_GRAPHIC_TYPE].value) if _GRAPHIC_TYPE in item else ""
+            node.graphic_data = tuple(item[_GRAPHIC_DATA].value) if _GRAPHIC_DATA in item else ()
+        elif node.value_type == "NUM" and _MEASURED in item and item[_MEASURED].value:
+            measured = item[_MEASURED].value[0]
+            if _NUMERIC in measured:
+                node.number = float(measured[_NUMERIC].value)
+            units = _first_code(measured, _UNITS)
+            node.unit = units[1] if units else None
+        elif node.value_type == "IMAGE" and _REFERENCED_SOP in item:
+            node.references = tuple(str(ref[_REFERENCED_UID].value)
+                                    for ref in item[_REFERENCED_SOP].value
+                                    if _REFERENCED_UID in ref)
+        node.children = ([cls.from_dataset(child) for child in item[_CONTENT].value]
+                         if _CONTENT in item else [])
+        return node
+
+    @classmethod
+    def from_json(cls, item: dict) -> "Node":
+        """From DICOM JSON (PS3.18 F.2), as WADO-RS metadata returns it."""
+        node = cls()
+        node._attributes = item
+        node.value_type = str(_json_value(item, "0040A040") or "")
+        node.concept = _json_code(item, "0040A043")
+        node.code = _json_code(item, "0040A168")
+        node.text = str(_json_value(item, "0040A160") or _json_value(item, "0040A124") or "")
+        if node.value_type in ("SCOORD", "SCOORD3D"):
+            node.graphic_type = str(_json_value(item, "00700023") or "")
+            node.graphic_data = tuple(item.get("00700022", {}).get("Value", ()))
+        elif node.value_type == "NUM":
+            measured = _json_items(item, "0040A300")
+            if measured:
+                value = _json_value(measured[0], "0040A30A")
+                node.number = None if value is None else float(value)
+                units = _json_code(measured[0], "004008EA")
+                node.unit = units[1] if units else None
+        elif node.value_type == "IMAGE":
+            node.references = tuple(str(_json_value(ref, "00081155"))
+                                    for ref in _json_items(item, "00081199")
+                                    if _json_value(ref, "00081155"))
+        node.children = [cls.from_json(child) for child in _json_items(item, "0040A730")]
+        return node
+
+    def get(self, keyword: str, default: object = None) -> object:
+        """A top-level attribute by keyword (its first value in DICOM JSON)."""
+        if isinstance(self._attributes, dict):
+            from pydicom.datadict import tag_for_keyword
+
+            tag = tag_for_keyword(keyword)
+            value = None if tag is None else _json_value(self._attributes, f"{tag:08X}")
+            return default if value is None else value
+        if self._attributes is None:
+            return default
+        return self._attributes.get(keyword, default)  # type: ignore[attr-defined]
+
+
+def _json_items(item: dict, tag: str) -> list[dict]:
+    return list(item.get(tag, {}).get("Value", []) or [])
+
+
+def _json_value(item: dict, tag: str) -> object:
+    values = item.get(tag, {}).get("Value")
+    return values[0] if values else None
+
+
+def _json_code(item: dict, tag: str) -> tuple[str, str] | None:
+    codes_ = _json_items(item, tag)
+    if not codes_:
         return None
-    return (str(names[0].CodingSchemeDesignator), str(names[0].CodeValue))
+    scheme, value = _json_value(codes_[0], "00080102"), _json_value(codes_[0], "00080100")
+    return None if scheme is None or value is None else (str(scheme), str(value))
 
 
-def _code(item: Dataset) -> tuple[str, str] | None:
-    values = item.get("ConceptCodeSequence")
-    if not values:
+def _first_code(item: Dataset, tag: int) -> tuple[str, str] | None:
+    if tag not in item:
         return None
-    return (str(values[0].CodingSchemeDesignator), str(values[0].CodeValue))
+    sequence = item[tag].value
+    if not sequence:
+        return None
+    code = sequence[0]
+    if _SCHEME not in code or _CODE_VALUE not in code:
+        return None
+    return (str(code[_SCHEME].value), str(code[_CODE_VALUE].value))
 
 
-def _children(item: Dataset) -> list[Dataset]:
-    return list(item.get("ContentSequence", []))
+def tree(ds: Dataset | Node | dict) -> Node:
+    """The content tree of an SR: from a Dataset or DICOM JSON (``ds`` when already one)."""
+    if isinstance(ds, Node):
+        return ds
+    return Node.from_json(ds) if isinstance(ds, dict) else Node.from_dataset(ds)
+
+
+def _concept(item: Node) -> tuple[str, str] | None:
+    return item.concept
+
+
+def _code(item: Node) -> tuple[str, str] | None:
+    return item.code
+
+
+def _children(item: Node) -> list[Node]:
+    return item.children
 
 
 _LABEL_BY_CODE: dict[tuple[str, str], str] = {}
@@ -287,23 +417,18 @@ _LATERALITY = {(c.scheme_designator, c.value): lat for lat, c in codes.LATERALIT
 _BREAST_SIDE = {(c.scheme_designator, c.value): lat for lat, c in codes.BREAST_SIDE_CODES.items()}
 
 
-def _score(items: Iterable[Dataset]) -> float | None:
+def _score(items: Iterable[Node]) -> float | None:
     """The first "Probability of cancer" / "Certainty of Finding" NUM (``%`` -> ratio)."""
     for item in items:
-        if item.get("ValueType") != "NUM" or _concept(item) not in SCORES:
+        if item.value_type != "NUM" or item.concept not in SCORES:
             continue
-        values = item.get("MeasuredValueSequence")
-        if not values:
+        if item.number is None:
             continue
-        value = float(values[0].NumericValue)
-        units = values[0].get("MeasurementUnitsCodeSequence")
-        if units and str(units[0].CodeValue) == "%":
-            value /= 100.0
-        return value
+        return item.number / 100.0 if item.unit == "%" else item.number
     return None
 
 
-def _label(group: Dataset, context: Dataset | None) -> str | None:
+def _label(group: Node, context: Node | None) -> str | None:
     """VinDr label of a finding: TID 1410 "Finding" or TID 4000 "Single Image Finding" value."""
     found = None
     for item in _children(group):
@@ -319,20 +444,20 @@ def _label(group: Dataset, context: Dataset | None) -> str | None:
     return label
 
 
-def _tracking_text(group: Dataset) -> str:
+def _tracking_text(group: Node) -> str:
     for item in _children(group):
-        if _concept(item) == TRACKING_IDENTIFIER and item.get("ValueType") == "TEXT":
-            return str(item.TextValue)
+        if item.concept == TRACKING_IDENTIFIER and item.value_type == "TEXT":
+            return item.text
     return ""
 
 
-def _box_of(scoord: Dataset) -> tuple[BoxValues | None, str | None, str]:
-    """(bounding box, image UID, problem) of a SCOORD item."""
-    refs = [c for c in _children(scoord) if c.get("ValueType") == "IMAGE"]
-    image_uid = (str(refs[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-                 if refs and refs[0].get("ReferencedSOPSequence") else None)
-    kind = str(scoord.get("GraphicType", ""))
-    data = np.asarray(scoord.get("GraphicData", []), dtype=float).reshape(-1, 2)
+def _box_of(scoord: Node, empty: bool = False) -> tuple[BoxValues | None, str | None, str]:
+    """(bounding box, image UID, problem) of a SCOORD item; ``empty`` accepts a box without
+    area (a reference box lying wholly outside its image, clipped to a line)."""
+    refs = [uid for c in scoord.children if c.value_type == "IMAGE" for uid in c.references]
+    image_uid = refs[0] if refs else None
+    kind = scoord.graphic_type
+    data = np.asarray(scoord.graphic_data, dtype=float).reshape(-1, 2)
     if image_uid is None:
         return None, None, "SCOORD without a referenced image"
     if kind in ("POLYLINE", "MULTIPOINT") and len(data) >= 2:
@@ -346,44 +471,42 @@ def _box_of(scoord: Dataset) -> tuple[BoxValues | None, str | None, str]:
     else:
         return None, image_uid, f"SCOORD {kind} with {len(data)} point(s) is not a region"
     box = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
-    if not (box[0] < box[2] and box[1] < box[3]):
+    if not empty and not (box[0] < box[2] and box[1] < box[3]):
         return None, image_uid, f"SCOORD {kind} encloses no area"
     return box, image_uid, ""
 
 
-def _find_text(ds: Dataset, concept: tuple[str, str]) -> str:
+def _find_text(root: Node, concept: tuple[str, str]) -> str:
     """The first TEXT item of ``concept`` anywhere in the content tree ('' if none)."""
-    stack = list(reversed(_children(ds)))
-    while stack:
-        item = stack.pop()
-        if _concept(item) == concept and item.get("ValueType") in ("TEXT", "UIDREF"):
-            return str(item.get("TextValue", item.get("UID", "")))
-        stack.extend(reversed(_children(item)))
+    for item in _walk(root):
+        if item.concept == concept and item.value_type in ("TEXT", "UIDREF"):
+            return item.text
     return ""
 
 
-def model_identity(ds: Dataset) -> tuple[str, str]:
+def model_identity(ds: Dataset | Node) -> tuple[str, str]:
     """(name, version) of the model an AI SR comes from (the rules in the module docstring)."""
-    name = _find_text(ds, ALGORITHM_NAME) or _find_text(ds, DEVICE_OBSERVER_NAME) \
-        or str(ds.get("ManufacturerModelName", "") or "")
+    root = tree(ds)
+    name = _find_text(root, ALGORITHM_NAME) or _find_text(root, DEVICE_OBSERVER_NAME) \
+        or str(root.get("ManufacturerModelName", "") or "")
     if not name:
-        name = next((_tracking_text(item) for item in _walk(ds) if _tracking_text(item)), "")
-    versions = ds.get("SoftwareVersions", "")
+        name = next((_tracking_text(item) for item in _walk(root) if _tracking_text(item)), "")
+    versions = root.get("SoftwareVersions", "")
     fallback = str(versions[0] if isinstance(versions, (list, tuple)) or
                    getattr(versions, "VM", 1) > 1 else versions or "")
-    version = _find_text(ds, ALGORITHM_VERSION) or _find_text(ds, DEVICE_OBSERVER_MODEL)
+    version = _find_text(root, ALGORITHM_VERSION) or _find_text(root, DEVICE_OBSERVER_MODEL)
     return name or "unnamed", version or fallback
 
 
-def _walk(ds: Dataset) -> Iterable[Dataset]:
-    stack = list(reversed(_children(ds)))
+def _walk(root: Node) -> Iterable[Node]:
+    stack = list(reversed(root.children))
     while stack:
         item = stack.pop()
         yield item
         stack.extend(reversed(_children(item)))
 
 
-def reference_boxes(ds: Dataset) -> tuple[list[tuple[str, BoxValues, tuple[str, ...]]],
+def reference_boxes(ds: Dataset | Node) -> tuple[list[tuple[str, BoxValues, tuple[str, ...]]],
                                             list[str]]:
     """(image UID, box, labels) of every finding group of a ground-truth SR, and problems.
 
@@ -392,53 +515,56 @@ def reference_boxes(ds: Dataset) -> tuple[list[tuple[str, BoxValues, tuple[str, 
     """
     from ..naming import parse_finding_identifier
 
+    root = tree(ds)
+    where = f"reference SR {root.get('SOPInstanceUID')}"
     boxes, problems = [], []
-    for item in _walk(ds):
-        if _concept(item) != MEASUREMENT_GROUP:
+    for item in _walk(root):
+        if item.concept != MEASUREMENT_GROUP:
             continue
-        regions = [c for c in _children(item) if c.get("ValueType") == "SCOORD"]
+        regions = [c for c in item.children if c.value_type == "SCOORD"]
         if not regions:
             continue
-        box, image_uid, problem = _box_of(regions[0])
+        box, image_uid, problem = _box_of(regions[0], empty=True)
         text = _tracking_text(item)
         try:
             labels = parse_finding_identifier(text).labels
         except ValueError as exc:
-            problems.append(f"reference SR {ds.get('SOPInstanceUID')}: {exc}")
+            problems.append(f"{where}: {exc}")
             continue
         if box is None:
-            problems.append(f"reference SR {ds.get('SOPInstanceUID')}: {text!r}: {problem}")
+            problems.append(f"{where}: {text!r}: {problem}")
             continue
         boxes.append((str(image_uid), box, labels))
     return boxes, problems
 
 
-def read_model_sr(ds: Dataset) -> ModelReport:
+def read_model_sr(ds: Dataset | Node) -> ModelReport:
     """Read an AI SR of any form listed in the module docstring.
 
     Boxes that cannot be read (a 3D or point region, no image, no score) go to ``problems``
     with the reason, never silently.
     """
-    sop_class = str(ds.get("SOPClassUID", ""))
+    root = tree(ds)
+    sop_class = str(root.get("SOPClassUID", ""))
     cad = sop_class == codes.MAMMOGRAPHY_CAD_SR
     form = ("Mammography CAD SR (TID 4000)" if cad
             else f"TID 1500 in {SR_CLASSES.get(sop_class, sop_class)}")
-    name, version = model_identity(ds)
-    report = ModelReport(str(ds.get("SOPInstanceUID", "")), str(ds.get("StudyInstanceUID", "")),
+    name, version = model_identity(root)
+    report = ModelReport(str(root.get("SOPInstanceUID", "")),
+                         str(root.get("StudyInstanceUID", "")),
                          form, name, version)
     if sop_class not in SR_CLASSES:
         report.problems.append(f"SR {report.sop_instance_uid}: SOP class {sop_class} is not "
                                "an SR form we read")
         return report
 
-    def visit(item: Dataset, group: Dataset | None) -> None:
-        concept = _concept(item)
-        is_group = concept in (MEASUREMENT_GROUP, SINGLE_IMAGE_FINDING)
-        if is_group:
+    def visit(item: Node, group: Node | None) -> None:
+        concept = item.concept
+        if concept in (MEASUREMENT_GROUP, SINGLE_IMAGE_FINDING):
             group = item
         regions = []
-        for child in _children(item):
-            if child.get("ValueType") in ("SCOORD", "SCOORD3D") and group is not None:
+        for child in item.children:
+            if child.value_type in ("SCOORD", "SCOORD3D") and group is not None:
                 regions.append(child)
             else:
                 visit(child, group)
@@ -447,18 +573,18 @@ def read_model_sr(ds: Dataset) -> ModelReport:
         if concept == QUALITATIVE_EVALUATIONS:
             report.breasts.extend(_read_breasts(item))
 
-    visit(ds, None)
+    visit(root, None)
     return report
 
 
-def _read_regions(report: ModelReport, regions: list[Dataset], group: Dataset) -> None:
+def _read_regions(report: ModelReport, regions: list[Node], group: Node) -> None:
     """The box of a group: its SCOORD regions (a TID 4000 "Center" point beside an
     "Outline" is not a box of its own); a group without a usable region is reported."""
     where = f"SR {report.sop_instance_uid}"
     read = []
     problems = []
     for scoord in regions:
-        if scoord.get("ValueType") == "SCOORD3D":
+        if scoord.value_type == "SCOORD3D":
             problems.append("a SCOORD3D region (no image coordinates)")
             continue
         box, image_uid, problem = _box_of(scoord)
@@ -477,27 +603,38 @@ def _read_regions(report: ModelReport, regions: list[Dataset], group: Dataset) -
         report.boxes.append(ReadBox(str(image_uid), box, score, _label(group, group)))
 
 
-def _read_breasts(container: Dataset) -> list[ReadBreast]:
+def _read_breasts(container: Node) -> list[ReadBreast]:
     """Breast results of a "Qualitative Evaluations" container, one per laterality."""
     found: dict[str | None, dict[str, object]] = {}
-    for item in _children(container):
+    for item in container.children:
         laterality = None
-        for child in _children(item):
-            if _concept(child) == FINDING_SITE:
-                laterality = _BREAST_SIDE.get(_code(child))
-                for mod in _children(child):
-                    if _concept(mod) == LATERALITY:
-                        laterality = _LATERALITY.get(_code(mod), laterality)
+        images: list[str] = []
+        for child in item.children:
+            if child.concept == FINDING_SITE:
+                laterality = _BREAST_SIDE.get(child.code)  # type: ignore[arg-type]
+                for mod in child.children:
+                    if mod.concept == LATERALITY:
+                        laterality = _LATERALITY.get(mod.code, laterality)  # type: ignore[arg-type]
+            elif child.value_type == "IMAGE":
+                images += child.references
         entry = found.setdefault(laterality, {})
-        concept = _concept(item)
-        if item.get("ValueType") == "NUM" and concept in SCORES:
+        entry["images"] = tuple(dict.fromkeys([*entry.get("images", ()), *images]))  # type: ignore[misc]
+        concept = item.concept
+        if item.value_type == "NUM" and concept in SCORES:
             entry["score"] = _score([item])
         elif concept == ASSESSMENT:
-            entry["birads"] = _BIRADS.get(_code(item))
+            entry["birads"] = _BIRADS.get(item.code)  # type: ignore[arg-type]
         elif concept == COMPOSITION:
-            entry["density"] = _DENSITY.get(_code(item))
-    return [ReadBreast(lat, v.get("score"), v.get("birads"), v.get("density"))  # type: ignore[arg-type]
-            for lat, v in found.items() if v]
+            entry["density"] = _DENSITY.get(item.code)  # type: ignore[arg-type]
+    return [ReadBreast(lat, v.get("score"), v.get("birads"), v.get("density"),  # type: ignore[arg-type]
+                       v.get("images", ()))  # type: ignore[arg-type]
+            for lat, v in found.items() if set(v) - {"images"}]
+
+
+def reference_breasts(ds: Dataset | Node) -> list[ReadBreast]:
+    """The breasts of a ground-truth SR's Qualitative Evaluations (BI-RADS, density, images)."""
+    return [breast for item in tree(ds).children if item.concept == QUALITATIVE_EVALUATIONS
+            for breast in _read_breasts(item)]
 
 
 def check_model_sr(ds: Dataset, images: Sequence[Dataset]) -> list[str]:

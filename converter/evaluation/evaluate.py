@@ -27,8 +27,14 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .. import codes
-from ..annotations.model_sr import ModelReport, model_identity, read_model_sr, reference_boxes
-from ..annotations.sr import _read_breasts
+from ..annotations.model_sr import (
+    ModelReport,
+    Node,
+    read_model_sr,
+    reference_boxes,
+    reference_breasts,
+    tree,
+)
 from ..errors import PredictionsError
 from ..manifest import read_manifest
 from ..naming import is_ground_truth_sr, split_of, uid_to_hex
@@ -59,7 +65,7 @@ class ExamObjects:
     study_uid: str
     description: str
     images: dict[str, str]
-    srs: list[Dataset] = field(default_factory=list)
+    srs: list[Node] = field(default_factory=list)  # converter.annotations.model_sr.tree
 
 
 @dataclass
@@ -93,18 +99,22 @@ def exams_from_folder(out: Path) -> list[ExamObjects]:
         if row.kind == "MG":
             exam.images[str(ds.SOPInstanceUID)] = str(ds.ImageLaterality)
         else:
-            exam.srs.append(ds)
+            exam.srs.append(tree(ds))
     return list(exams.values())
 
 
-def model_versions(exams: Iterable[ExamObjects]) -> dict[str, set[str]]:
-    """Every model found in the exams' SRs: name -> versions."""
+def model_reports(exams: Iterable[ExamObjects]) -> dict[int, ModelReport]:
+    """Every SR of the exams that is not the reference, read once (keyed by ``id`` of the
+    dataset)."""
+    return {id(ds): read_model_sr(ds) for exam in exams for ds in exam.srs
+            if not is_ground_truth_sr(str(ds.get("SOPInstanceUID", "")), exam.study_uid)}
+
+
+def model_versions(reports: Iterable[ModelReport]) -> dict[str, set[str]]:
+    """Every model found among the reports: name -> versions."""
     found: dict[str, set[str]] = defaultdict(set)
-    for exam in exams:
-        for ds in exam.srs:
-            if not is_ground_truth_sr(str(ds.get("SOPInstanceUID", "")), exam.study_uid):
-                name, version = model_identity(ds)
-                found[name].add(version)
+    for report in reports:
+        found[report.name].add(report.version)
     return dict(found)
 
 
@@ -127,8 +137,13 @@ def choose_version(found: dict[str, set[str]], name: str, version: str | None) -
     return next(iter(versions))
 
 
-def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str) -> Inputs:
-    """Read the reference and model ``name`` ``version`` of every exam into metric records."""
+def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str,
+            reports: dict[int, ModelReport] | None = None) -> Inputs:
+    """Read the reference and model ``name`` ``version`` of every exam into metric records
+    (``reports``: :func:`model_reports` of the exams, when already read)."""
+    exams = list(exams)
+    if reports is None:
+        reports = model_reports(exams)
     inputs = Inputs(split)
     for exam in exams:
         exam_split = split_of(exam.description)
@@ -141,15 +156,15 @@ def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str) -
             study_id = exam.study_uid
         truth = [ds for ds in exam.srs
                  if is_ground_truth_sr(str(ds.get("SOPInstanceUID", "")), exam.study_uid)]
-        models = [ds for ds in exam.srs if all(ds is not t for t in truth)
-                  and model_identity(ds) == (name, version)]
+        models = [reports[id(ds)] for ds in exam.srs if id(ds) in reports
+                  and (reports[id(ds)].name, reports[id(ds)].version) == (name, version)]
         if not truth:
             inputs.problems.append(f"study {study_id}: no ground-truth SR in the PACS, exam "
                                    "left out")
             continue
         findings, problems = reference_boxes(truth[0])
-        reference_list, more = _read_breasts(truth[0])
-        inputs.problems += [f"study {study_id}: {text}" for text in problems + more]
+        reference_list = reference_breasts(truth[0])
+        inputs.problems += [f"study {study_id}: {text}" for text in problems]
         images = sorted(exam.images)
         inputs.images += images
         boxed: set[str] = set()
@@ -163,26 +178,25 @@ def collect(exams: Iterable[ExamObjects], split: str, name: str, version: str) -
                 continue
             inputs.lesions.append(Lesion(image_uid, box, tuple(sorted(labels))))  # type: ignore[arg-type]
             boxed.add(image_uid)
-        reference_breasts = {b.laterality: b for b in reference_list if b.laterality}
-        side = {uid: b.laterality for b in reference_list for uid in b.image_uids}
+        by_side = {b.laterality: b for b in reference_list if b.laterality}
+        side = {uid: b.laterality for b in reference_list for uid in b.images}
         for uid in images:
-            breast = reference_breasts.get(exam.images[uid] or side.get(uid, ""))
+            breast = by_side.get(exam.images[uid] or side.get(uid, ""))
             if uid not in boxed and breast is not None and breast.birads in RECALL_BIRADS:
                 inputs.unboxed_suspicious.append(uid)
         predicted: dict[str, object] = {}
         if len(models) > 1:
             inputs.problems.append(f"study {study_id}: {len(models)} SRs of {name} {version}; "
                                    "all their boxes are used")
-        for ds in models:
-            report = read_model_sr(ds)
+        for report in models:
             inputs.forms.add(report.form)
             inputs.problems += [f"study {study_id}: {text}" for text in report.problems]
             _add_detections(inputs, report, exam, study_id)
             for breast in report.breasts:
                 predicted[breast.laterality or "?"] = breast
         inputs.exams_with_model += bool(models)
-        for laterality in sorted(reference_breasts, key=lambda lat: lat != "R"):
-            ref = reference_breasts[laterality]
+        for laterality in sorted(by_side, key=lambda lat: lat != "R"):
+            ref = by_side[laterality]
             if ref.birads is None:
                 inputs.problems.append(f"study {study_id}: breast {laterality} has no BI-RADS "
                                        "in the reference; left out")
@@ -319,7 +333,8 @@ def evaluate_exams(
         raise PredictionsError(f"split {split!r}: one of {', '.join(SPLIT_CHOICES)}")
     in_split = sorted((e for e in exams if split == "all" or split_of(e.description) == split),
                       key=lambda e: e.study_uid)  # same figures whatever the fetch order
-    chosen = choose_version(model_versions(in_split), name, version)
-    inputs = collect(in_split, split, name, chosen)
+    reports = model_reports(in_split)
+    chosen = choose_version(model_versions(reports.values()), name, version)
+    inputs = collect(in_split, split, name, chosen, reports)
     return evaluate_inputs(inputs, name, chosen, rule, ignore_unboxed_suspicious, threshold,
                            seed)
