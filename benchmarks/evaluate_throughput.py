@@ -10,8 +10,9 @@ positives) and BREASTS.csv, imports them (one model SR per exam), starts the PAC
 ``serve`` does and loads everything; then times, through the front door with the admin's
 account:
 
-- **baseline**: fetching what ``evaluate`` needs and nothing else: the split's studies
-  (QIDO-RS), each exam's instances (QIDO-RS) and its two SRs (WADO-RS), 2 threads;
+- **baseline**: the PACS serving what ``evaluate`` asks for, read raw: the same WADO-RS
+  study metadata requests (each exam's DICOM JSON) sent with ``requests`` from
+  ``--workers`` threads, the answers not decoded;
 - **evaluate**: the whole ``evaluate`` (the same fetch, then reading the SRs, matching,
   FROC, AP, the breast AUC with its 2,000-sample bootstrap, kappa);
 - **scoring**: ``evaluate`` on exams already fetched (no network).
@@ -28,7 +29,9 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +74,23 @@ def _boxes_csv(release: Path, model_csv: Path, per_image: int, seed: int) -> tup
     return model_csv, len(out) - 1
 
 
+def _raw_fetch(front: Connection, studies: list[tuple[str, str]], workers: int) -> int:
+    """The requests ``fetch_exams`` sends, answers read as bytes only; returns bytes read."""
+    root = front.url.rstrip("/") + "/dicom-web"
+    local = threading.local()
+
+    def one(study: tuple[str, str]) -> int:
+        if not hasattr(local, "session"):
+            local.session = front.session()
+        answer = local.session.get(f"{root}/studies/{study[0]}/metadata",
+                                   headers={"Accept": "application/dicom+json"})
+        answer.raise_for_status()
+        return len(answer.content)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum(pool.map(one, studies))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=1000)
@@ -105,9 +125,11 @@ def main() -> None:
         assert loaded.ok, loaded.errors[:5]
         front = Connection(settings.web_url, "bench", "bench-password-1")
 
+        studies = split_studies(front, "all")
         t0 = time.perf_counter()
-        exams = fetch_exams(front, split_studies(front, "all"), args.workers)
+        _raw_fetch(front, studies, args.workers)
         baseline = time.perf_counter() - t0
+        exams = fetch_exams(front, studies, args.workers)
         t0 = time.perf_counter()
         result = evaluate_pacs(front, NAME, VERSION, split="all", workers=args.workers)
         full = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """Fetch what ``evaluate`` scores from the PACS over DICOMweb: per exam of a split, its MG
-images (QIDO-RS) and every SR's content as DICOM JSON (WADO-RS metadata: several times
-faster to read than the Part-10 object through pydicom), with the account of a
-:class:`Connection`.
+images and every SR's content as DICOM JSON, in one WADO-RS study metadata request (DICOM
+JSON reads several times faster than the Part-10 objects through pydicom), with the account
+of a :class:`Connection`.
 
 The exams of a split are found by their Study Description (``VinDr-Mammo-<split>``, an
 exact QIDO match); the scoring itself is :mod:`converter.evaluation.evaluate`.
@@ -47,19 +47,23 @@ def split_studies(connection: Connection, split: str) -> list[tuple[str, str]]:
 
 
 def fetch_exam(client, study_uid: str, description: str) -> ExamObjects:
-    """One exam's MG images and SR objects."""
+    """One exam's MG images and SR content trees, from one WADO-RS study metadata request
+    (the DICOM JSON of every instance: 40 ms for an exam here, against 60 ms for a QIDO-RS
+    instance search and one metadata request per SR)."""
     exam = ExamObjects(study_uid, description, {})
-    for answer in client.search_for_instances(
-            study_instance_uid=study_uid,
-            fields=["Modality", "SOPClassUID", "SeriesInstanceUID", "ImageLaterality"]):
-        ds = Dataset.from_json(answer)
-        modality = str(ds.get("Modality", ""))
+    for item in client.retrieve_study_metadata(study_uid):
+        modality = _first(item, "00080060")
+        uid = str(_first(item, "00080018") or "")
         if modality == "MG":
-            exam.images[str(ds.SOPInstanceUID)] = str(ds.get("ImageLaterality", "") or "")
-        elif modality == "SR":  # its DICOM JSON: read without pydicom's parsing (model_sr)
-            exam.srs.append(tree(client.retrieve_instance_metadata(
-                study_uid, str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))))
+            exam.images[uid] = str(_first(item, "00200062") or "")
+        elif modality == "SR":  # read straight from DICOM JSON (model_sr.Node)
+            exam.srs.append(tree(item))
     return exam
+
+
+def _first(item: dict, tag: str) -> object:
+    values = item.get(tag, {}).get("Value")
+    return values[0] if values else None
 
 
 def fetch_exams(connection: Connection, studies: Sequence[tuple[str, str]], workers: int = 2,
