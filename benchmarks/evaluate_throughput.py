@@ -105,7 +105,8 @@ def main() -> None:
     print(f"# evaluate throughput: {args.studies} exams, {args.boxes_per_image} boxes per "
           f"image; {platform.node()}, {os.cpu_count()} cores, workdir {base}")
     start = time.perf_counter()
-    if not release.exists():
+    if not (release / "SHA256SUMS.txt").exists():  # none, or an interrupted one
+        shutil.rmtree(release, ignore_errors=True)
         generate_release(release, studies=args.studies, seed=11, scale=64)
     convert_release(release, out, workers=args.workers, options=ConvertOptions(write_seg=False))
     simulated = simulate_model(release, model, seed=11)
