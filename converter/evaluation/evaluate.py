@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset
 
 from .. import codes
 from ..annotations.model_sr import (
@@ -40,7 +39,11 @@ from ..manifest import read_manifest
 from ..naming import is_ground_truth_sr, split_of, uid_to_hex
 from .metrics import (
     RECALL_BIRADS,
+    BreastMetrics,
     BreastScore,
+    DensityMetrics,
+    FrocCurve,
+    Matching,
     Detection,
     Lesion,
     MatchRule,
@@ -233,13 +236,13 @@ class Evaluation:
     inputs: Inputs
     rule: MatchRule
     ignore_unboxed_suspicious: bool
-    matching: object
-    curve: object
+    matching: Matching
+    curve: FrocCurve
     at: dict[str, float]
     ap50: float | None
     ap_per_category: dict[str, float | None]
-    breast: object
-    density: object
+    breast: BreastMetrics
+    density: DensityMetrics | None
     confusion: list[list[int]] | None
 
     def metrics(self) -> dict:
@@ -258,36 +261,36 @@ class Evaluation:
             "unboxed_suspicious_images": len(self.inputs.unboxed_suspicious),
             "lesion": {
                 "detections": len(self.inputs.detections),
-                "true_positives": matching.true_positives,  # type: ignore[attr-defined]
-                "false_positives": matching.false_positives,  # type: ignore[attr-defined]
-                "images_counted": matching.images,  # type: ignore[attr-defined]
+                "true_positives": matching.true_positives,
+                "false_positives": matching.false_positives,
+                "images_counted": matching.images,
                 "sensitivity_at": self.at,
                 "ap50": self.ap50,
                 "froc": {
-                    "fp_per_image": list(curve.fp_per_image),  # type: ignore[attr-defined]
-                    "sensitivity": list(curve.sensitivity),  # type: ignore[attr-defined]
-                    "thresholds": [None, *curve.thresholds[1:]],  # type: ignore[attr-defined]
+                    "fp_per_image": list(curve.fp_per_image),
+                    "sensitivity": list(curve.sensitivity),
+                    "thresholds": [None, *curve.thresholds[1:]],
                 },
             },
             "breast": {
-                "auc": breast.auc,  # type: ignore[attr-defined]
-                "auc_ci": list(breast.auc_ci) if breast.auc_ci else None,  # type: ignore[attr-defined]
-                "positives": breast.positives,  # type: ignore[attr-defined]
-                "negatives": breast.negatives,  # type: ignore[attr-defined]
-                "threshold": breast.threshold,  # type: ignore[attr-defined]
-                "threshold_rule": breast.threshold_rule,  # type: ignore[attr-defined]
-                "sensitivity": breast.sensitivity,  # type: ignore[attr-defined]
-                "specificity": breast.specificity,  # type: ignore[attr-defined]
-                "unscored": [f"{s} {lat}" for s, lat in breast.unscored],  # type: ignore[attr-defined]
+                "auc": breast.auc,
+                "auc_ci": list(breast.auc_ci) if breast.auc_ci else None,
+                "positives": breast.positives,
+                "negatives": breast.negatives,
+                "threshold": breast.threshold,
+                "threshold_rule": breast.threshold_rule,
+                "sensitivity": breast.sensitivity,
+                "specificity": breast.specificity,
+                "unscored": [f"{s} {lat}" for s, lat in breast.unscored],
             },
             "problems": self.inputs.problems,
         }
         if self.inputs.labelled:
             result["lesion"]["ap50_per_category"] = self.ap_per_category
         if self.density is not None:
-            result["density"] = {"breasts": self.density.breasts,  # type: ignore[attr-defined]
-                                 "accuracy": self.density.accuracy,  # type: ignore[attr-defined]
-                                 "kappa_quadratic": self.density.kappa_quadratic}  # type: ignore[attr-defined]
+            result["density"] = {"breasts": self.density.breasts,
+                                 "accuracy": self.density.accuracy,
+                                 "kappa_quadratic": self.density.kappa_quadratic}
         if self.confusion is not None:
             result["birads"] = {"labels": [1, 2, 3, 4, 5], "confusion": self.confusion}
         return result

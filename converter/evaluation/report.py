@@ -140,7 +140,7 @@ def _plots(evaluation: Evaluation, dest: Path) -> dict[str, Path]:
     paths = {}
     curve = evaluation.curve
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-    ax.step(curve.fp_per_image, curve.sensitivity, where="post", label="FROC")  # type: ignore[attr-defined]
+    ax.step(curve.fp_per_image, curve.sensitivity, where="post", label="FROC")
     ax.plot(FROC_TARGETS, [evaluation.at[format_target(t)] for t in FROC_TARGETS], "o",
             label="sensitivity at t")
     ax.set_xscale("symlog", linthresh=0.125)
@@ -155,14 +155,14 @@ def _plots(evaluation: Evaluation, dest: Path) -> dict[str, Path]:
     plt.close(fig)
 
     breast = evaluation.breast
-    if breast.auc is not None:  # type: ignore[attr-defined]
+    if breast.auc is not None:
         fpr, tpr = roc_points(evaluation.inputs.breasts)
         fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-        ax.plot(fpr, tpr, label=f"AUC {breast.auc:.3f}")  # type: ignore[attr-defined]
+        ax.plot(fpr, tpr, label=f"AUC {breast.auc:.3f}")
         ax.plot([0, 1], [0, 1], ":", color="grey")
-        if breast.sensitivity is not None and breast.specificity is not None:  # type: ignore[attr-defined]
-            ax.plot([1 - breast.specificity], [breast.sensitivity], "o",  # type: ignore[attr-defined]
-                    label=f"threshold {breast.threshold:.3f}")  # type: ignore[attr-defined]
+        if breast.sensitivity is not None and breast.specificity is not None:
+            ax.plot([1 - breast.specificity], [breast.sensitivity], "o",
+                    label=f"threshold {breast.threshold:.3f}")
         ax.set_xlabel("1 - specificity")
         ax.set_ylabel("sensitivity")
         ax.set_title("Breast level (recall = BI-RADS 3-5)")
