@@ -15,14 +15,14 @@ PY := $(VENV)/bin/python
 # needs it; a minimal Debian 12 lacks it).
 APT_PACKAGES = python3 python3-venv orthanc orthanc-dicomweb orthanc-postgresql orthanc-python \
 	nginx postgresql dcmtk debootstrap iproute2 libatomic1
-# Wanted: PixelMed's SR validator, and Debian's chromium for the viewer's browser test
+# Wanted: PixelMed's validators (with Debian's Xalan: Debian 13's PixelMed needs it), and Debian's chromium for the viewer's browser test
 # (those tests are skipped when they cannot be installed); npm fetches the OHIF viewer
 # (`vindr-convert view`), installed from Debian only when no npm is on PATH.
-APT_OPTIONAL = libpixelmed-java default-jre-headless chromium
+APT_OPTIONAL = libpixelmed-java libxalan2-java default-jre-headless chromium
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup apt venv orthanc demo test test-quick bench bench-quick clean-venv
+.PHONY: setup apt venv orthanc demo test test-quick bench bench-quick clean-venv fresh-debian
 
 setup: apt venv orthanc
 
@@ -69,9 +69,13 @@ demo: setup
 # against a two-node cluster on a PostgreSQL index.
 CLUSTER_TESTS = tests/integration/test_pacs_dicom.py tests/integration/test_pacs_dicomweb.py \
 	tests/integration/test_qido_index.py tests/integration/test_pacs_verify.py
+# The cluster half runs even when the first half failed; make fails if either did.
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	VINDR_TEST_PACS=cluster $(PY) -m pytest -q $(CLUSTER_TESTS) $(PYTEST_ARGS)
+	@status=0; \
+	$(PY) -m pytest -q -rfEs $(PYTEST_ARGS) || status=1; \
+	echo "VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rfEs $(CLUSTER_TESTS) $(PYTEST_ARGS)"; \
+	VINDR_TEST_PACS=cluster $(PY) -m pytest -q -rfEs $(CLUSTER_TESTS) $(PYTEST_ARGS) || status=1; \
+	exit $$status
 
 # The developer's loop: unit tests only (no whole-release conversion, no server), < 60 s.
 test-quick: venv
@@ -84,6 +88,13 @@ bench: setup
 # Under 10 minutes on 2 cores: 1,000 exams.
 bench-quick: setup
 	$(PY) benchmarks/archive_queries.py --quick
+
+# What CI runs: `make demo` then `make test` on a clean clone of HEAD in fresh minimal
+# Debian 12 and 13 roots (debootstrap; as root or with sudo; about 20 minutes a suite).
+# FRESH_SUITES=trixie for one.
+FRESH_SUITES ?= bookworm trixie
+fresh-debian:
+	@SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO .ci/fresh-debian $(FRESH_SUITES)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,29 +4,37 @@ Usage: python benchmarks/archive_queries.py [--studies 1000] [--repeat 5] [--wor
            [--index sqlite|postgresql] [--nodes N] [--quick]
 
 Synthesizes a release (scale 32: small pixels, the full object count: 4 MG + 1 SR + ~1 SEG
-per exam), converts it, starts the PACS as ``serve`` does (server.cluster: the default
-Orthanc build, the chosen index and nodes, the gateway) and loads it with ``load``, then
-runs each query of issue 7's table ``--repeat`` times: C-FIND through pynetdicom and dcmtk's
-findscu, QIDO-RS through dicomweb-client against the gateway (what ``serve`` prints as its
-DICOMweb URL) and, for comparison, against Orthanc's own DICOMweb plugin. Each figure is
+per exam), converts it, starts the whole PACS as ``serve --background`` does (supervisor,
+the default Orthanc build, the chosen index and nodes, the front door) with a read-only
+account, and loads it with ``load``, then runs each query of issue 7's table ``--repeat``
+times: C-FIND through pynetdicom and dcmtk's findscu, QIDO-RS through dicomweb-client as the
+read-only account against the front door (what ``serve`` prints as its DICOMweb URL) and, for
+comparison, against Orthanc's own DICOMweb plugin as the admin. Each figure is
 printed with its p50 and p95 and, as the baseline measured in the same run, Orthanc's own
 index answering the same question (REST ``POST /tools/find``): the ratio says how far the
 protocol path is from what the index can do. Also printed: the load against a raw parallel
-``POST /instances`` of the same files into a fresh PACS of the same configuration.
+``POST /instances`` of the same files into a fresh PACS of the same configuration, and a
+concurrency run on the front's ``/dicom-web/studies`` as the account: ``wrk -c64 -d30s``
+(Debian's ``wrk``) when installed, else 64 Python threads for 30 s, with the latencies' p50,
+p99, errors and timeouts.
 ``--quick``: 1,000 exams, 3 repeats (about 5 minutes on 2 cores). Prints; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import logging
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,19 +54,28 @@ from dicomweb_client.api import DICOMwebClient  # noqa: E402
 from dicomweb_client.session_utils import create_session_from_auth  # noqa: E402
 from requests.auth import HTTPBasicAuth  # noqa: E402
 
-from server import cluster, native  # noqa: E402
-from server.client import OrthancClient  # noqa: E402
-from server.transfer.load import load  # noqa: E402
+from server.client import Connection, OrthancClient  # noqa: E402
+from server.pacs import accounts, engine, orthanc, processes  # noqa: E402
 from server.pacs.settings import Credentials, Modality, ServerSettings  # noqa: E402
+from server.transfer.load import load  # noqa: E402
 
 BENCH_AET = "BENCH"
+ADMIN = Credentials("bench", "bench-password-1")
+READER = accounts.Account("reader", "reader-password-1", accounts.READ)
 
 
 def _settings(data: Path, index: str = "sqlite", nodes: int = 1) -> ServerSettings:
-    return ServerSettings(data_dir=data, credentials=Credentials("bench", "bench-password-1"),
-                          http_port=native.free_ports(nodes), dicom_port=native.free_ports(nodes),
-                          web_port=native.free_port(), index=index, nodes=nodes,
-                          modalities=(Modality(BENCH_AET, "127.0.0.1", native.free_port()),))
+    return ServerSettings(data_dir=data, credentials=ADMIN,
+                          http_port=processes.free_ports(nodes),
+                          dicom_port=processes.free_ports(nodes),
+                          web_port=processes.free_port(), index=index, nodes=nodes,
+                          modalities=(Modality(BENCH_AET, "127.0.0.1", processes.free_port()),))
+
+
+def _start(settings: ServerSettings) -> None:
+    """The whole PACS in the background, as ``serve --background``, with :data:`READER`."""
+    accounts.add(settings.data_dir, READER, admin=ADMIN.username)
+    engine.start_background(settings)
 
 
 def _timed(run: Callable[[], int], repeat: int) -> tuple[float, float, int]:
@@ -135,13 +152,14 @@ def _find(client: OrthancClient, level: str, query: dict[str, str],
     return lambda: len(client.find(level, query, expand=True, limit=limit))
 
 
-def _queries(server: native.NativeServer, settings: ServerSettings, study_uid: str,
+def _queries(settings: ServerSettings, study_uid: str,
              patient_id: str) -> list[tuple[str, Callable[[], int], Callable[[], int]]]:
     """(name, query, baseline) of each row of the table."""
-    auth = HTTPBasicAuth(settings.credentials.username, settings.credentials.password)
-    gateway = DICOMwebClient(f"{settings.web_url}/dicom-web")
-    plugin = DICOMwebClient(settings.dicomweb_url, session=create_session_from_auth(auth))
-    client = OrthancClient.connect(server.connection)
+    admin = HTTPBasicAuth(ADMIN.username, ADMIN.password)
+    gateway = DICOMwebClient(f"{settings.web_url}/dicom-web", session=create_session_from_auth(
+        HTTPBasicAuth(READER.name, READER.password)))
+    plugin = DICOMwebClient(settings.dicomweb_url, session=create_session_from_auth(admin))
+    client = OrthancClient.connect(orthanc.admin_connection(settings))
     port, aet = settings.dicom_port, settings.aet
     test_split = {"StudyDescription": "VinDr-Mammo-test"}
     left_cc = {"ImageLaterality": "L", "ViewPosition": "CC"}
@@ -215,6 +233,60 @@ def _raw_post(files: list[Path], urls: list[str], auth: tuple[str, str], workers
     return time.perf_counter() - start
 
 
+def _concurrency(url: str, connections: int = 64, seconds: int = 30) -> str:
+    """One line: ``connections`` clients on ``url`` (the front, as :data:`READER`) for
+    ``seconds``: requests, p50, p99, errors, timeouts."""
+    wrk = shutil.which("wrk")
+    if wrk:
+        token = base64.b64encode(f"{READER.name}:{READER.password}".encode()).decode()
+        out = subprocess.run([wrk, f"-c{connections}", f"-t{min(connections, 4)}",
+                              f"-d{seconds}s", "--latency", "--timeout", "10s",
+                              "-H", f"Authorization: Basic {token}", url],
+                             capture_output=True, text=True, check=False).stdout
+        lines = {line.split()[0]: line.split()[1] for line in out.splitlines()
+                 if re.match(r"\s+(50|99)%", line)}
+        requests_line = next((line.strip() for line in out.splitlines() if "requests in" in line), "")
+        errors = next((line.strip() for line in out.splitlines() if "Socket errors" in line),
+                      "no socket errors")
+        non2xx = next((line.strip() for line in out.splitlines() if "Non-2xx" in line),
+                      "no non-2xx answers")
+        return (f"wrk -c{connections} -d{seconds}s: {requests_line}; p50 {lines.get('50%')}, "
+                f"p99 {lines.get('99%')}; {errors}; {non2xx}")
+    latencies: list[float] = []
+    errors = timeouts = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        nonlocal errors, timeouts
+        session = requests.Session()
+        session.auth = (READER.name, READER.password)
+        while time.monotonic() < stop_at:
+            start = time.perf_counter()
+            try:
+                ok = session.get(url, timeout=10).status_code == 200
+            except requests.Timeout:
+                with lock:
+                    timeouts += 1
+                continue
+            except requests.RequestException:
+                ok = False
+            with lock:
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    return (f"{connections} Python threads, {seconds} s: {len(latencies)} requests; p50 "
+            f"{statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; "
+            f"{errors} errors, {timeouts} timeouts")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=1000)
@@ -229,7 +301,9 @@ def main() -> None:
     logging.getLogger("dicomweb_client").setLevel(logging.ERROR)  # our Warning headers
     if args.quick:
         args.studies, args.repeat = 1000, 3
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="vindr-bench-"))
+    # /var/tmp, reachable by the account the PACS runs as when this runs as root.
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="vindr-bench-", dir="/var/tmp"))
+    work.chmod(0o711)
     release, out = work / "release", work / "out"
     if not (release / "finding_annotations.csv").is_file():
         generate_release(release, studies=args.studies, seed=1, scale=32)
@@ -241,37 +315,42 @@ def main() -> None:
     shape = dict(index=args.index, nodes=args.nodes)
 
     raw_settings = _settings(work / f"orthanc-raw-{time.time_ns()}", **shape)
-    raw = cluster.start(raw_settings, gateway=False)
+    _start(raw_settings)
     try:
         raw_s = _raw_post([out / r.path for r in rows], list(raw_settings.node_urls),
-                          ("bench", "bench-password-1"), max(args.workers, args.nodes))
+                          (ADMIN.username, ADMIN.password), max(args.workers, args.nodes))
     finally:
-        raw.stop()
+        engine.stop(raw_settings.data_dir)
     settings = _settings(work / f"orthanc-{time.time_ns()}", **shape)
-    started = cluster.start(settings)
-    server = started.first
+    _start(settings)
+    connection: Connection = orthanc.admin_connection(settings)
     try:
         start = time.perf_counter()
-        loaded = load(out, server.connection, workers=max(args.workers, args.nodes),
+        loaded = load(out, connection, workers=max(args.workers, args.nodes),
                       nodes=settings.node_urls)
         load_s = time.perf_counter() - start
-        print(f"Orthanc {server.system.version} ({server.runtime.origin}), {args.index} index, "
+        system = OrthancClient.connect(connection).system()
+        print(f"Orthanc {system.version}, {args.index} index, "
               f"{args.nodes} node(s), {len(rows)} instances; {platform.node()}, "
               f"{os.cpu_count()} cores, Python {platform.python_version()}")
         print(f"load: {load_s:.1f} s, raw parallel POST {raw_s:.1f} s, "
               f"ratio {raw_s / load_s:.2f} x raw ({'ok' if loaded.ok else 'INCOMPLETE'})")
         mg = next(r for r in rows if r.kind == "MG")
-        print(f"{'query':52} {'answers':>8} {'p50 s':>8} {'p95 s':>8} {'index p50 s':>12} "
-              f"{'x index':>8}")
-        for name, query, baseline in _queries(server, settings, mg.study_uid,
-                                              f"VINDR-{mg.study_id}"):
-            query()  # warm-up: first connection, the gateway's caches
+        print(f"{'query':52} {'answers':>8} {'first s':>8} {'p50 s':>8} {'p95 s':>8} "
+              f"{'index p50 s':>12} {'x index':>8}")
+        for name, query, baseline in _queries(settings, mg.study_uid, f"VINDR-{mg.study_id}"):
+            # the first run: a new connection, and for QIDO through the front the index's
+            # own answer (repeats of the same search come from the front's answer cache)
+            first, _, _ = _timed(query, 1)
             p50, p95, answers = _timed(query, args.repeat)
             b50, _, _ = _timed(baseline, args.repeat)
-            print(f"{name:52} {answers:>8} {p50:>8.3f} {p95:>8.3f} {b50:>12.3f} "
+            print(f"{name:52} {answers:>8} {first:>8.3f} {p50:>8.3f} {p95:>8.3f} {b50:>12.3f} "
                   f"{p50 / b50 if b50 else float('nan'):>8.1f}", flush=True)
+        for path in ("/dicom-web/studies", "/dicom-web/studies?limit=101&offset=0"):
+            print(f"front door, {path} as a read-only account: "
+                  + _concurrency(f"{settings.web_url}{path}"), flush=True)
     finally:
-        started.stop()
+        engine.stop(settings.data_dir)
 
 
 if __name__ == "__main__":

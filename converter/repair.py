@@ -250,6 +250,11 @@ def _repair(source: Dataset, record: ImageRecord, orientation: list[str],
         del ds.PatientAge  # present but empty: Type 3, nothing to keep
     ds.SeriesInstanceUID = hex_to_uid(record.series_id)
     ds.SeriesNumber = series_number
+    # Type 3, but what viewers' series-level queries ask for (dcmjs-dimse's and OHIF's
+    # defaults): present, so Orthanc answers them from its index instead of reading a file
+    # of every series. The release has no dates, so SeriesDate is empty.
+    ds.SeriesDescription = f"{record.laterality} {record.view}"
+    ds.SeriesDate = ""
     ds.InstanceNumber = instance_number
     ds.Modality = "MG"
     ds.Manufacturer = str(source.get("Manufacturer", "") or "")

@@ -202,6 +202,24 @@ def rich_study(name: str = "rich", rows: int = 40, columns: int = 32) -> StudyRe
 # --- validators -------------------------------------------------------------------------------
 
 PIXELMED_JARS = ("/usr/share/java/pixelmed.jar", "/usr/share/java/commons-codec.jar")
+# The JDK's XSLT compiler (XSLTC) turns each XPath predicate into Java bytecode, whose
+# constants are capped at 64 KiB: Debian 13's PixelMed (20250211) has a code-list predicate of
+# 65,867 bytes, so its SR validator crashed after validating ("UTFDataFormatException: encoded
+# string too long"). Debian's interpretive Xalan (libxalan2-java) compiles nothing.
+XALAN_JARS = ("/usr/share/java/xalan2.jar", "/usr/share/java/serializer.jar")
+XALAN_FACTORY = ("-Djavax.xml.transform.TransformerFactory="
+                 "org.apache.xalan.processor.TransformerFactoryImpl")
+
+
+def pixelmed_command(tool: str, path: str) -> list[str]:
+    """java running PixelMed's ``tool`` on ``path``, with Xalan when it is installed."""
+    import os
+
+    jars, options = list(PIXELMED_JARS), list(JAVA_XPATH_UNLIMITED)
+    if all(os.path.exists(jar) for jar in XALAN_JARS):
+        jars += XALAN_JARS
+        options.append(XALAN_FACTORY)
+    return ["java", *options, "-cp", ":".join(jars), f"com.pixelmed.validate.{tool}", str(path)]
 # Newer JDKs cap XPath complexity below what PixelMed's compiled SR templates need.
 JAVA_XPATH_UNLIMITED = (
     "-Djdk.xml.xpathExprOpLimit=0",
@@ -241,15 +259,39 @@ def pixelmed_available() -> bool:
     return shutil.which("java") is not None and all(os.path.exists(j) for j in PIXELMED_JARS)
 
 
+# PixelMed's DicomInstanceValidator on our SEG: three messages that are not ours to remove.
+# PS3.3 C.7.6.1 gives PatientOrientation VM 2 (PixelMed's table says 1); the Derivation Image
+# functional group may be shared or per frame (C.7.6.16): ours is per frame, each frame naming
+# its source frame, which highdicom and OHIF read, while PixelMed looks in the shared group
+# only; and General Series Laterality, which dciodvfy reports as an error when present on a
+# Segmentation (the breast is said per segment instead: converter.annotations.seg).
+PIXELMED_SEG_FALSE_POSITIVES = (
+    "Error: GeneralSeriesModule/Laterality/: : Missing conditional attribute",
+    "Error: GeneralImageModule/PatientOrientation/: PatientOrientation: Incorrect value "
+    "multiplicity - got 2 but expected 1-1",
+    "Error: DerivationImageMacro/DerivationImageSequence/: SharedFunctionalGroupsSequence/"
+    "Item[1]/: Missing required sequence attribute (Type 2)",
+)
+
+
+def pixelmed_instance(path: str) -> tuple[list[str], str]:
+    """(errors, full output) of PixelMed's DicomInstanceValidator (the IOD check) for ``path``."""
+    import subprocess
+
+    result = subprocess.run(pixelmed_command("DicomInstanceValidator", path),
+                            capture_output=True, text=True, timeout=300, check=False)
+    text = result.stdout + result.stderr
+    errors = [line for line in text.splitlines()
+              if line.startswith("Error") or "Exception" in line]
+    return errors, text
+
+
 def pixelmed_sr(path: str) -> tuple[list[str], list[str], str]:
     """(errors, warnings, full output) of PixelMed's DicomSRValidator for ``path``."""
     import subprocess
 
-    result = subprocess.run(
-        ["java", *JAVA_XPATH_UNLIMITED, "-cp", ":".join(PIXELMED_JARS),
-         "com.pixelmed.validate.DicomSRValidator", str(path)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    result = subprocess.run(pixelmed_command("DicomSRValidator", path),
+                            capture_output=True, text=True, timeout=300, check=False)
     text = result.stdout + result.stderr
     lines = text.splitlines()
     errors = [line for line in lines if line.startswith("Error") or "Exception" in line]

@@ -292,3 +292,32 @@ def test_validate_and_export_of_a_missing_folder(tmp_path):
     code, output = cli("export", tmp_path / "nowhere", tmp_path / "csv")
     assert code == 2 and "nowhere" in output
     assert not (tmp_path / "csv").exists()
+
+
+def test_a_cut_or_edited_manifest_is_refused_naming_it(tmp_path):
+    """The conversion's record (manifest.json: rows, exams, SHA-256) catches a manifest cut at
+    an exam boundary (every row still well formed) or edited, and a missing record."""
+    from dataclasses import replace
+
+    from converter.errors import ManifestError
+    from converter.manifest import ManifestRow, read_manifest, write_manifest
+
+    rows = [ManifestRow("MG", f"s{i}", "se", f"i{i}", f"images/s{i}/i{i}.dcm", f"1.{i}",
+                        f"1.{i}.1", f"1.{i}.1.1", "1.2.840.10008.5.1.4.1.1.1.2", "ab" * 32)
+            for i in range(4)]
+    write_manifest(tmp_path, rows)
+    assert read_manifest(tmp_path) == rows
+    manifest = tmp_path / "manifest.csv"
+    text = manifest.read_text()
+    manifest.write_text("\n".join(text.splitlines()[:3]) + "\n")  # header and two exams
+    with pytest.raises(ManifestError, match=r"manifest.csv: not the conversion's manifest: 2 "
+                                            r"objects of 2 exams.*records 4 objects of 4 exams"):
+        read_manifest(tmp_path)
+    manifest.write_text(text.replace("ab" * 32, "cd" * 32, 1))  # one digest edited
+    with pytest.raises(ManifestError, match="not the conversion's manifest"):
+        read_manifest(tmp_path)
+    write_manifest(tmp_path, [replace(rows[0], sha256="ef" * 32)])  # rewritten: consistent
+    assert len(read_manifest(tmp_path)) == 1
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(ManifestError, match="manifest.json: missing"):
+        read_manifest(tmp_path)

@@ -162,3 +162,27 @@ def test_retrieve_urls_are_the_public_roots() -> None:
     item = json.loads(qido.render([answer], plan, "http://pacs.example:8050/dicom-web"))[0]
     assert item["00081190"]["Value"] == [
         "http://pacs.example:8050/dicom-web/studies/1/series/2/instances/3"]
+
+
+def test_an_answer_is_reused_only_while_the_change_log_stands_still() -> None:
+    cache = qido.AnswerCache(entries=2, max_bytes=400)
+    cache.put(("/studies", "", "b"), 7, b"answer")
+    assert cache.get(("/studies", "", "b"), 7) == b"answer"
+    assert cache.get(("/studies", "", "b"), 8) is None  # something was stored or deleted
+    assert cache.get(("/studies", "limit=1", "b"), 7) is None  # another query
+    assert cache.get(("/studies", "", "other-host"), 7) is None  # RetrieveURLs differ
+    cache.put(("/studies", "", "b"), None, b"x")  # before the log was read: never kept
+    assert cache.get(("/studies", "", "b"), None) is None and len(cache) == 0
+
+
+def test_the_answer_cache_is_bounded() -> None:
+    cache = qido.AnswerCache(entries=2, max_bytes=400)
+    for name in ("a", "b", "c"):
+        cache.put((name,), 1, b"." * 50)
+    assert len(cache) == 2 and cache.get(("a",), 1) is None  # the least recently used
+    cache.put(("big",), 1, b"." * 101)  # over a quarter of the bytes
+    assert cache.get(("big",), 1) is None
+    cache = qido.AnswerCache(entries=10, max_bytes=400)
+    for name in "abcdefgh":
+        cache.put((name,), 1, b"." * 100)
+    assert len(cache) == 4  # 400 bytes at most

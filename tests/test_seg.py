@@ -11,10 +11,13 @@ import pydicom
 import pytest
 from mgfixture import (
     DICOMDIR_WARNINGS,
+    PIXELMED_SEG_FALSE_POSITIVES,
     dciodvfy,
     finding,
     mg_header,
     mg_headers,
+    pixelmed_available,
+    pixelmed_instance,
     rich_study,
     study_record,
 )
@@ -164,6 +167,39 @@ def test_seg_dciodvfy_clean(rich, tmp_path):
         errors, warnings = dciodvfy(path)
         assert errors == [], errors
         assert set(warnings) <= set(DICOMDIR_WARNINGS), warnings
+        checked += 1
+    assert checked == 3
+
+
+def test_seg_says_which_breast(rich):
+    study, _, segs = rich
+    side = {"L": "7771000", "R": "24028007"}
+    for image in study.images:
+        seg = segs[image.image_id]
+        if seg is None:
+            continue
+        assert seg.BodyPartExamined == "BREAST" and "Laterality" not in seg
+        for item in seg.SegmentSequence:
+            region = item.AnatomicRegionSequence[0]
+            assert (region.CodeValue, region.CodingSchemeDesignator) == ("76752008", "SCT")
+            modifier = region.AnatomicRegionModifierSequence[0]
+            assert modifier.CodeValue == side[image.laterality]
+
+
+@pytest.mark.skipif(not pixelmed_available(), reason="java or PixelMed not installed")
+def test_pixelmed_instance_validator_on_every_seg(rich, tmp_path):
+    """PixelMed's IOD check of the Segmentation: none but the three explained messages."""
+    study, _, segs = rich
+    checked = 0
+    for image in study.images:
+        seg = segs[image.image_id]
+        if seg is None:
+            continue
+        path = tmp_path / f"{image.image_id}.dcm"
+        seg.save_as(path, enforce_file_format=True)
+        errors, text = pixelmed_instance(str(path))
+        assert "Found Segmentation IOD" in text and "IOD validation complete" in text, text
+        assert set(errors) <= set(PIXELMED_SEG_FALSE_POSITIVES), errors
         checked += 1
     assert checked == 3
 

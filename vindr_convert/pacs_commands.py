@@ -249,6 +249,7 @@ def status(
         fail(health.problem)
     out.print("PACS up")
 
+
 def load(
     output: Path = typer.Argument(..., help="Converted output folder (with manifest.csv)."),
     url: list[str] = typer.Option(

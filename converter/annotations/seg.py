@@ -120,6 +120,30 @@ def segment_description(image: ImageRecord, index: int) -> hd.seg.SegmentDescrip
     )
 
 
+def say_which_breast(seg: Dataset, laterality: str) -> None:
+    """Mark ``seg`` as one breast: BodyPartExamined, and each segment's anatomic region
+    (Breast, CID 4, modified by Left or Right, CID 2; the codes of CID 244).
+
+    Not General Series Laterality: PixelMed's validator asks for it (Type 2C, a paired body
+    part without Image or Frame Laterality), but dciodvfy reports it as an error ("present when
+    condition unsatisfied") on a Segmentation, and Frame Laterality (Frame Anatomy) is not in
+    the Segmentation IOD; the segment-level region is in the IOD and satisfies dciodvfy.
+    """
+    seg.BodyPartExamined = "BREAST"
+    for item in seg.SegmentSequence:
+        region = _code_dataset(codes.BREAST)
+        region.AnatomicRegionModifierSequence = DicomSequence(
+            [_code_dataset(codes.LATERALITY_CODES[laterality])])
+        item.AnatomicRegionSequence = DicomSequence([region])
+
+
+def _code_dataset(code: codes.Code) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = (
+        code.value, code.scheme_designator, code.meaning)
+    return item
+
+
 def segment_masks(image: ImageRecord, rows: int, columns: int) -> np.ndarray:
     """Boolean array (1, rows, columns, segments), one mask per box row."""
     masks = [box_mask(finding.box, rows, columns) for finding in image.findings]
@@ -173,6 +197,7 @@ def build_seg(image: ImageRecord, mg: Dataset) -> hd.seg.Segmentation | None:
     if "PatientOrientation" in mg:
         seg.PatientOrientation = mg.PatientOrientation  # trap 3
     add_plane_geometry(seg, mg)
+    say_which_breast(seg, image.laterality)
     dimension_uid = derived_uid("seg-dimensions", image.image_id)
     for item in seg.get("DimensionOrganizationSequence", []):
         item.DimensionOrganizationUID = dimension_uid

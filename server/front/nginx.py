@@ -35,10 +35,10 @@ QIDO_ROUTE = "/vindr-qido"
 WADO_ROUTE = "/vindr-wado"
 AUTH_ROUTE = "/vindr-front/auth"
 MAX_BODY = "4g"  # a whole study over STOW-RS (four 20 MB images are 80 MB); bigger: load
-# Orthanc closes an idle keep-alive connection after KeepAliveTimeout (2 s, settings.py):
-# nginx closes its idle ones to the nodes before that, never reusing one Orthanc closes.
-UPSTREAM_IDLE = "1s"
-UPSTREAM_KEEPALIVE = 16  # idle connections per worker, far below Orthanc's 50 HTTP threads
+# No keep-alive to the nodes: Orthanc's HTTP server gives each connection a thread of its
+# 50 for as long as the connection lives, so with more clients than threads a request
+# waited for an idle kept connection to time out (wrk -c64: p99 1.75 s against p50 96 ms;
+# one connection per request: p99 0.47 s, the same throughput; BENCHMARKS.md).
 AUDIT_FORMAT = (
     '{"time":"$time_iso8601","client":"$remote_addr","account":"$remote_user",'
     '"method":"$request_method","uri":"$request_uri","study":"$vindr_study",'
@@ -181,9 +181,7 @@ http {{
 
     upstream orthanc {{
 {f"        zone orthanc 64k;{chr(10)}" if config.resolver else ""}        least_conn;
-{block(upstream, 8)}        keepalive {UPSTREAM_KEEPALIVE};
-        keepalive_timeout {UPSTREAM_IDLE};
-    }}
+{block(upstream, 8)}    }}
 
     # clients: bodies to a temporary file up to {MAX_BODY}, then to Orthanc; answers
     # streamed through memory buffers; slow or idle clients closed

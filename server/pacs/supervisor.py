@@ -233,6 +233,10 @@ class Supervisor:
         if self.layout.postgres.is_dir():
             postgres.stop(self.layout.postgres)
         self.layout.front_pid.unlink(missing_ok=True)
+        removed = remove_empty_files(self.layout.storage)
+        if removed:
+            self.log(f"removed {removed} empty file(s) from {self.layout.storage}: stores that "
+                     "failed (a full disk) left them; no DICOM file is empty")
 
     def _prepare_front(self) -> None:
         others = account_store.read_accounts(self.layout.root)
@@ -428,6 +432,27 @@ class Supervisor:
         if self.status.state != FAILED:
             self.status.state = STOPPED
         self.save()
+
+
+def remove_empty_files(storage: Path) -> int:
+    """Remove the empty files Orthanc leaves in its storage when a write fails (a full
+    disk): never a stored object, since no DICOM file is empty. Orthanc's own files (the
+    SQLite index and its journal) are not touched. Returns how many were removed."""
+    removed = 0
+    if not storage.is_dir():
+        return 0
+    for folder, _dirs, names in os.walk(storage):
+        if Path(folder) == storage:
+            continue  # the index (index, index-wal...) lives at the top
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if path.stat().st_size == 0 and path.is_file():
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def rotate_files(path: Path, keep: int) -> None:

@@ -102,6 +102,25 @@ class LoadStopped(ServerError):
     supervisor gone): not retried."""
 
 
+class StorageFailure(LoadStopped):
+    """The PACS could not write an object to its storage (a full disk, a storage it may not
+    write): every further object would fail the same way, so the load stops at once."""
+
+
+# What Orthanc answers when it cannot write its storage: HTTP 500 "Cannot write to file"
+# (ErrorCode_CannotWriteFile, a full disk among other causes), "The storage area is full"
+# (ErrorCode_FullStorage); STOW-RS and C-STORE say "out of resources" (0xA7xx).
+_STORAGE_TEXTS = ("Cannot write to file", "The storage area is full", "No space left")
+
+
+def _storage_failure(text: str, where: str) -> StorageFailure | None:
+    """A :class:`StorageFailure` when ``text`` (an answer of ``where``) says so."""
+    if not any(marker in text for marker in _STORAGE_TEXTS):
+        return None
+    return StorageFailure(f"{where} cannot write to its storage: is its disk full? (Orthanc "
+                          f"answered: {text.strip()[:200]})")
+
+
 class _Stop:
     """Set once the load must stop sending, with the reason."""
 
@@ -221,6 +240,9 @@ class RestSender:
         except OrthancError as exc:
             if _unanswered(exc):
                 raise NodeUnreachable(str(exc)) from exc
+            failure = _storage_failure(str(exc), f"the PACS at {self.client.url}")
+            if failure is not None:
+                raise failure from exc
             raise
         return ALREADY if answer.already_stored else STORED
 
@@ -255,11 +277,18 @@ class StowSender:
     def send(self, entry: ManifestRow, path: Path) -> str:
         response = self._post(verified_bytes(entry, path))
         if response.status_code not in (200, 202):
+            failure = _storage_failure(response.text, f"the PACS at {self.url}")
+            if failure is not None:
+                raise failure
             raise ServerError(f"STOW-RS answered HTTP {response.status_code}")
         answer = Dataset.from_json(response.json())
         for item in answer.get("FailedSOPSequence", []):
             if item.get("ReferencedSOPInstanceUID") == entry.sop_instance_uid:
                 reason = item.get("FailureReason", "?")
+                if isinstance(reason, int) and reason & 0xFF00 == 0xA700:
+                    raise StorageFailure(f"the PACS at {self.url} is out of resources "
+                                         f"(STOW-RS FailureReason 0x{reason:04X}): is its "
+                                         "disk full?")
                 raise ServerError(f"STOW-RS refused it (FailureReason {reason})")
         for item in answer.get("ReferencedSOPSequence", []):
             if item.get("ReferencedSOPInstanceUID") == entry.sop_instance_uid:
@@ -311,6 +340,10 @@ class CStoreSender:
         self.close()
         if code < 0:
             raise NodeUnreachable("C-STORE: no answer (association aborted?)")
+        if code & 0xFF00 == 0xA700:
+            host, port, called = self.address
+            raise StorageFailure(f"{called}@{host}:{port} is out of resources (C-STORE status "
+                                 f"0x{code & 0xFFFF:04X}): is its disk full?")
         raise ServerError(f"C-STORE status 0x{code & 0xFFFF:04X}")
 
     def close(self) -> None:
@@ -556,6 +589,9 @@ def _send_round(
             entry = futures[future]
             try:
                 outcomes[entry.sop_instance_uid] = future.result()
+            except StorageFailure as exc:  # every other object would fail so: stop
+                outcomes[entry.sop_instance_uid] = exc
+                stop.set(str(exc))
             except Exception as exc:  # every failure is reported per file, then retried
                 outcomes[entry.sop_instance_uid] = exc
             on_done()
@@ -652,12 +688,17 @@ def load(
             by_uid = {e.sop_instance_uid: e for e in entries}
             for uid, exc in failures.items():
                 result.failed += 1
+                if stop.event.is_set() and not isinstance(exc, LocalFileError):
+                    continue  # not sent, or in flight, when the load stopped: said once
                 message = (f"{exc}: not sent" if isinstance(exc, LocalFileError)
                            else f"not stored: {exc}")
                 result.errors.append(LoadError(by_uid[uid].file(out_dir), uid, message))
-        if stop.event.is_set():  # the PACS cannot answer now: say why, at once
-            result.errors.insert(0, LoadError(out_dir / MANIFEST_NAME, "",
-                                              f"the load stopped: {stop.reason}"))
+        if stop.event.is_set():  # the PACS cannot take more now: say why, once
+            unsent = result.total - result.sent - result.already_present
+            result.errors.insert(0, LoadError(
+                out_dir / MANIFEST_NAME, "",
+                f"the load stopped: {stop.reason}; {unsent} object(s) not stored "
+                "(re-run load once the PACS can take them: it sends only what is missing)"))
             result.missing = result.total - result.sent - result.already_present
         else:
             _check_present(entries, out_dir, pacs, studies, result)

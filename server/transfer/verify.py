@@ -31,12 +31,13 @@ from pydicom.dataset import Dataset
 
 from converter.annotations import check_sr_seg
 from converter.annotations.model_sr import check_model_sr
-from converter.errors import ExportError
+from converter.errors import ExportError, ReleaseError
 from converter.export import compare_with_release, rows_from_datasets
 from converter.manifest import KINDS, ManifestRow, read_manifest
 from converter.naming import is_ground_truth_sr
 from converter.naming import patient_id as exam_patient_id
 from converter.records import Problem, ProgressCallback
+from converter.release import BREAST_CSV, BREAST_HEADER, read_csv_rows
 
 from server.client import Connection, HeldInstance, OrthancClient, dicomweb_client
 from server.errors import ServerError
@@ -75,6 +76,7 @@ class StudyObjects:
     mg_headers: list[Dataset] = field(default_factory=list)
     sr: list[Dataset] = field(default_factory=list)
     seg: list[Dataset] = field(default_factory=list)
+    unreadable: str = ""  # why the PACS refused part of the study (an HTTP 4xx), if it did
 
     @property
     def found(self) -> bool:
@@ -178,6 +180,19 @@ def fetch_studies(
                 retriable_error_codes=RETRIABLE_STATUS)
         try:
             return fetch_study(local.client, uid)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if 400 <= status < 500:  # this study only (a conflicting object makes Orthanc
+                # answer its metadata 404): a difference to report, the rest goes on
+                found = StudyObjects(uid, unreadable=f"{exc.response.url} answered {status}")
+                try:
+                    found.instances = [Dataset.from_json(a) for a in
+                                       local.client.search_for_instances(
+                                           study_instance_uid=uid, fields=list(INSTANCE_FIELDS))]
+                except requests.RequestException:
+                    pass
+                return found
+            raise ServerError(f"DICOMweb request for study {uid} failed: {exc}") from exc
         except requests.RequestException as exc:
             raise ServerError(f"DICOMweb request for study {uid} failed: {exc}") from exc
 
@@ -212,6 +227,16 @@ def _kind(modality: str) -> str:
 def check_study(expected: Sequence[ManifestRow], study: StudyObjects) -> list[Problem]:
     """Instance counts and UIDs per kind against the manifest, and the patient-per-study rule."""
     study_id = expected[0].study_id
+    if study.unreadable:
+        problems = [_problem("pacs-study-unreadable", study_id,
+                             f"the PACS refused to serve study {study.study_uid}: "
+                             f"{study.unreadable}")]
+        patients = {str(p) for ds in study.instances for p in _values(ds, "PatientID")}
+        if patients - {exam_patient_id(study_id)}:
+            problems.append(_problem("pacs-patient-id", study_id,
+                                     f"PatientID(s) {sorted(patients)}, expected only "
+                                     f"{exam_patient_id(study_id)}"))
+        return problems
     if not study.found:
         return [
             _problem("pacs-study-missing", study_id, f"not in the PACS (study {study.study_uid})")
@@ -321,7 +346,8 @@ def verify(
     workers: int = 2,
     progress: ProgressCallback | None = None,
 ) -> VerifyResult:
-    """Check every study of ``out``'s manifest as served by the PACS at ``connection``.
+    """Prove the release is in the PACS at ``connection``: every exam and image of ``src``'s
+    CSVs is in ``out``'s manifest, and every study of the manifest is served as it should be.
 
     Parameters
     ----------
@@ -347,6 +373,7 @@ def verify(
     entries = read_manifest(out)
     by_study: Mapping[str, list[ManifestRow]] = _group(entries)
     result = VerifyResult(studies=len(by_study), instances=len(entries))
+    result.problems.extend(release_coverage(src, entries))
     total = result.studies + result.instances  # progress: studies, then instances
 
     def checked() -> Iterator[StudyObjects]:
@@ -366,6 +393,39 @@ def verify(
 
     result.problems.extend(check_contents(entries, out, connection, workers, content_progress))
     return result
+
+
+def release_coverage(src: Path, entries: Sequence[ManifestRow]) -> list[Problem]:
+    """Every exam and image of the release's CSVs in the manifest (so in the PACS, which the
+    other checks prove): one problem per exam with images the manifest lacks, naming the
+    first CSV line of each.
+
+    Raises
+    ------
+    ServerError
+        When the release's breast-level CSV cannot be read.
+    """
+    try:
+        rows = read_csv_rows(Path(src) / BREAST_CSV, BREAST_HEADER)
+    except ReleaseError as exc:
+        raise ServerError(str(exc)) from exc
+    converted = {entry.image_id for entry in entries if entry.kind == "MG"}
+    missing: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for line, row in rows:
+        study_id, image_id = row[0], row[2]
+        if image_id not in converted:
+            missing[study_id].append((line, image_id))
+    exams = {entry.study_id for entry in entries}
+    problems = []
+    for study_id, images in sorted(missing.items()):
+        lines = ", ".join(f"{image} (line {line})" for line, image in images[:4])
+        more = f" and {len(images) - 4} more" if len(images) > 4 else ""
+        what = ("the exam is not in the manifest" if study_id not in exams
+                else f"{len(images)} of its images are not in the manifest")
+        problems.append(Problem("error", "release-not-converted",
+                                f"{what}, so not in the PACS: {BREAST_CSV} {lines}{more}",
+                                file=BREAST_CSV, row=images[0][0], study_id=study_id))
+    return problems
 
 
 def check_contents(entries: Sequence[ManifestRow], out: Path, connection: Connection,

@@ -27,6 +27,7 @@ import pydicom
 
 from converter.manifest import ManifestRow, read_manifest, write_manifest
 from converter.pipeline import convert_release
+from converter.release import BREAST_CSV, FINDING_CSV
 from converter.synth import STUDY_ROLES, StudyPlan, generate_release, plan_studies
 
 SCALE = 32
@@ -143,9 +144,24 @@ def _converted(prefix: str, n_studies: int) -> _Converted:
         owner = _owners.setdefault(study.study_id, prefix)
         assert owner == prefix, f"exam {study.study_id} made by prefixes {owner!r} and {prefix!r}"
     rows = [row for study in picks for row in by_study[study.study_id]]
-    converted = _Converted(release, full, picks, rows)
+    converted = _Converted(_release_of(release, folder / "picked-release", picks), full,
+                           picks, rows)
     _cache[key] = converted
     return converted
+
+
+def _release_of(release: Path, dest: Path, picks: list[LoadedStudy]) -> Path:
+    """The release as ``verify`` sees it for the picked exams only: its two annotation CSVs
+    cut to those exams' rows (``verify`` proves that every exam of its ``src`` is in the
+    PACS, so a ``src`` larger than the output would be a difference)."""
+    ids = {study.study_id for study in picks}
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (BREAST_CSV, FINDING_CSV):
+        lines = (release / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [lines[0]] + [line for line in lines[1:]
+                             if line.split(",", 1)[0].strip('"') in ids]
+        (dest / name).write_text("".join(kept), encoding="utf-8")
+    return dest
 
 
 def _release_size(seed: int, n_studies: int) -> int:

@@ -364,3 +364,36 @@ def test_nodes_down_is_a_clear_502() -> None:
         assert answer.status_code == 502
     finally:
         process.stop()
+
+
+def test_a_repeated_search_sees_what_was_stored_and_deleted_since(pacs: Pacs, front: str) -> None:
+    """The front reuses a search's answer only while nothing was stored or deleted."""
+    import io
+
+    from pydicom import examples
+    from pydicom.uid import generate_uid
+
+    patient = f"VINDR-CACHE-{uuid.uuid4().hex[:8]}"
+    url = f"{front}/dicom-web/studies?PatientID={patient}"
+
+    def found() -> list[str]:
+        answer = requests.get(url, auth=auth(), timeout=60)
+        answer.raise_for_status()
+        return [item["0020000D"]["Value"][0] for item in answer.json()]
+
+    assert found() == [] and found() == []  # the second from the answer cache
+    ds = examples.ct
+    ds.PatientID, ds.StudyInstanceUID = patient, generate_uid()
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    admin = pacs.connection.session()
+    stored = admin.post(pacs.connection.url + "/instances", data=buffer.getvalue(), timeout=60)
+    stored.raise_for_status()
+    try:
+        assert found() == [ds.StudyInstanceUID]
+        assert found() == [ds.StudyInstanceUID]
+    finally:
+        admin.delete(f"{pacs.connection.url}/studies/{stored.json()['ParentStudy']}",
+                     timeout=60).raise_for_status()
+    assert found() == []

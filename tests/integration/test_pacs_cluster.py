@@ -315,7 +315,10 @@ def test_cli_loads_through_every_recorded_node(
     used = re.search(r"2 nodes used, objects stored through each: (\S+) (\d+), (\S+) (\d+)",
                      answer.output)
     assert used, answer.output
-    assert (used[1], used[3]) == loaded.urls and int(used[2]) > 0 and int(used[4]) > 0
+    # both nodes listed, every object stored once through them (how many each took depends
+    # on which worker is quicker: test_load_spread_over_both_nodes_stores_everything_once
+    # checks the spreading itself)
+    assert (used[1], used[3]) == loaded.urls and int(used[2]) + int(used[4]) == OBJECTS
     assert f"{OBJECTS} objects: {OBJECTS} sent, 0 already present" in answer.output
     # an explicit --url is that node only
     answer = CliRunner().invoke(app, ["load", str(loaded.out), "--url", loaded.urls[1]])

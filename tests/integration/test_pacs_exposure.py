@@ -13,6 +13,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
@@ -32,7 +33,7 @@ def associate(pacs: Pacs, calling: str, source: str, contexts=(Verification,), h
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.network_timeout = 10
     for context in contexts:
-        ae.add_requested_context(context)
+        ae.add_requested_context(*(context if isinstance(context, tuple) else (context,)))
     return ae.associate(host, pacs.dicom_port, ae_title=SERVER_AET, bind_address=(source, 0))
 
 
@@ -61,9 +62,14 @@ def test_a_known_aet_from_another_address_is_refused(pacs: Pacs) -> None:
 
 
 def store_status(pacs: Pacs, calling: str, source: str) -> int | None:
-    """The C-STORE status of one MG sent as ``calling`` from ``source`` (None: refused)."""
+    """The C-STORE status of one MG sent as ``calling`` from ``source`` (None: refused).
+
+    Offered in the file's own transfer syntax only, so that what is stored is the manifest's
+    data set (the session's PACS stays what ``load`` sent)."""
     entry = next(e for e in read_manifest(pacs.out) if e.kind == "MG")
-    assoc = associate(pacs, calling, source, contexts=(entry.sop_class_uid,))
+    syntax = pydicom.dcmread(entry.file(pacs.out), stop_before_pixels=True).file_meta
+    assoc = associate(pacs, calling, source,
+                      contexts=((entry.sop_class_uid, [syntax.TransferSyntaxUID]),))
     if not assoc.is_established:
         return None
     status = assoc.send_c_store(entry.file(pacs.out))
@@ -92,7 +98,13 @@ def test_the_loader_aet_stores_during_its_load_only_and_from_127_0_0_1_only(
     entries = read_manifest(pacs.out)
     held = pacs.client.instance_index({entries[0].study_uid})
     pacs.client.delete_instance(held[entries[0].sop_instance_uid].orthanc_id)  # one to send
-    result = loading.load(pacs.out, pacs.connection, method="cstore")
+    try:
+        result = loading.load(pacs.out, pacs.connection, method="cstore")
+    finally:  # the session's PACS holds the manifest's bytes again (C-STORE's copy does not)
+        held = pacs.client.instance_index({entries[0].study_uid})
+        if entries[0].sop_instance_uid in held:
+            pacs.client.delete_instance(held[entries[0].sop_instance_uid].orthanc_id)
+        assert loading.load(pacs.out, pacs.connection).ok
     assert result.ok, result.errors
     aet = str(seen["aet"])
     assert aet.startswith("VL-") and len(aet) == 16

@@ -96,7 +96,8 @@ def test_differing_pacs_copy_is_reported_then_replaced(
     assert result.exit_code == 1, result.output
     manifest_only = tmp_path / "manifest-only"  # without the files: the SHA-256 of the copy
     manifest_only.mkdir()
-    shutil.copy(tmp_path / "manifest.csv", manifest_only / "manifest.csv")
+    for name in ("manifest.csv", "manifest.json"):
+        shutil.copy(tmp_path / name, manifest_only / name)
     checked = verify(output.release, manifest_only, pacs.connection)
     assert [p.message.split(":")[0] for p in checked.problems
             if p.code == "pacs-content-differs"] == [f"{entry.kind} {entry.path} ({entry.sop_instance_uid})"]

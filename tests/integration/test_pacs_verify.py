@@ -103,8 +103,43 @@ def test_verify_reads_only_the_manifest(pacs: Pacs, tmp_path: Path) -> None:
     """The converted files need not be present: verify compares the PACS with manifest.csv."""
     out = tmp_path / "out"
     out.mkdir()
-    shutil.copy(pacs.out / "manifest.csv", out / "manifest.csv")
+    for name in ("manifest.csv", "manifest.json"):
+        shutil.copy(pacs.out / name, out / name)
     assert verify(pacs.release, out, pacs.connection).ok
+
+
+def test_verify_proves_the_whole_release(pacs: Pacs, tmp_path: Path) -> None:
+    """A manifest cut at an exam boundary, its record cut with it, passes every PACS check:
+    verify still names each exam of the release's CSVs that the manifest lacks."""
+    entries = read_manifest(pacs.out)
+    kept = {e.study_id for e in entries[:1]}
+    out = tmp_path / "out"
+    out.mkdir()
+    write_manifest(out, [e for e in entries if e.study_id in kept])
+    result = verify(pacs.release, out, pacs.connection)
+    lacking = {p.study_id for p in result.problems if p.code == "release-not-converted"}
+    assert lacking == {e.study_id for e in entries} - kept and lacking
+    assert {p.code for p in result.problems} == {"release-not-converted"}
+    assert all(p.file == "breast-level_annotations.csv" and p.row for p in result.problems)
+
+
+def test_a_conflicting_patient_id_is_a_difference_not_an_abort(pacs: Pacs,
+                                                                tmp_path: Path) -> None:
+    """An MG stored into an exam under another PatientID (Orthanc accepts it, and then
+    answers the exam's metadata 404): verify reports the exam and checks the rest."""
+    out = tmp_path / "out"
+    output = make_output(out, n_studies=2, prefix="conflicting-patient")
+    assert load(out, pacs.connection).ok
+    study = output.studies[0]
+    entry = next(e for e in read_manifest(out) if e.sop_instance_uid == study.mg_uids["L", "CC"])
+    intruder = pydicom.dcmread(entry.file(out))
+    intruder.PatientID = "SOMEONE-ELSE"
+    intruder.SOPInstanceUID = "1.2.826.0.1.3680043.10.99.1"
+    dicomweb_client(pacs.connection).store_instances([intruder])
+    result = verify(output.release, out, pacs.connection)
+    about = {p.study_id for p in result.problems}
+    assert about == {study.study_id}, result.problems
+    assert "pacs-patient-id" in {p.code for p in result.problems}
 
 
 def test_verify_reports_a_seg_that_disagrees_with_its_sr(pacs: Pacs, tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ class Front:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.parents = qido.ParentCache(_call)
+        self.answers = qido.AnswerCache()
+        self._computing: dict[tuple[str, ...], threading.Event] = {}
         self._index: qido.IndexTags | None = None
         self._index_known = False
         self._lock = threading.Lock()
@@ -111,7 +113,8 @@ class Front:
             index = self.index_tags()
             plan = qido.plan(search, index) if index is not None else None
         try:
-            data = self._answer(search, plan, base) if plan is not None else None
+            data = (None if plan is None
+                    else self._answer(search, plan, base, (path, query, base)))
         except _Upstream:
             data = None  # a value the index rejects: the plugin says what it makes of it
         if data is None:
@@ -121,16 +124,45 @@ class Front:
             output.SetHttpHeader("Warning", warning)
         output.AnswerBuffer(data, "application/dicom+json")
 
-    def _answer(self, search: qido.Search, plan: qido.Plan, base: str) -> bytes:
+    def _answer(self, search: qido.Search, plan: qido.Plan, base: str,
+                key: tuple[str, ...]) -> bytes:
         cache = self.parents
-        with cache.lock:  # the cache is as true as the change log before the search
-            cache.refresh()
-        answers = _call("POST", "/tools/find", plan.body) or []
-        with cache.lock:
-            cache.resolve(search.level, answers)
-            if plan.modalities_from_children:
-                cache.resolve_children(answers)
-            return qido.render(answers, plan, base, cache)
+        while True:
+            with cache.lock:  # the caches are as true as the change log before the search
+                cache.refresh()
+                seq = self._state()
+                known = self.answers.get(key, seq)
+                if known is not None:
+                    return known
+                running = self._computing.get(key)
+                if running is None:  # this request computes it; the same search meanwhile
+                    done = self._computing[key] = threading.Event()  # waits for it
+                    break
+            running.wait(60)  # then takes its answer from the cache (or computes it anew)
+        try:
+            answers = _call("POST", "/tools/find", plan.body) or []
+            with cache.lock:
+                cache.resolve(search.level, answers)
+                if plan.modalities_from_children:
+                    cache.resolve_children(answers)
+                data = qido.render(answers, plan, base, cache)
+                self.answers.put(key, seq, data)
+                return data
+        finally:
+            with cache.lock:
+                self._computing.pop(key, None)
+            done.set()
+
+    @staticmethod
+    def _state() -> str:
+        """What the index holds, as a token that changes with it: the change log's last
+        entry (every store adds one) and the counts of each level (a deletion removes its
+        resources' changes from the log, so only the counts show it)."""
+        last = (_call("GET", "/changes?last", None) or {}).get("Last")
+        stats = _call("GET", "/statistics", None) or {}
+        counts = [stats.get(k) for k in ("CountPatients", "CountStudies", "CountSeries",
+                                          "CountInstances")]
+        return json.dumps([last, *counts])
 
     def _from_plugin(self, output: Any, path: str, query: str, base: str) -> None:
         """The DICOMweb plugin's own answer, its query decoded and its URLs made public."""

@@ -37,6 +37,7 @@ import json
 import re
 import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -442,6 +443,11 @@ class ParentCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def seq(self) -> int | None:
+        """The last change of Orthanc's log that :meth:`refresh` read."""
+        return self._seq
+
     def refresh(self) -> None:
         """Forget every entry Orthanc's change log says was deleted or (re)created."""
         if self._seq is None:
@@ -551,3 +557,45 @@ def _retrieve_url(base: str, level: str, own: Mapping[str, Any],
         uids.append(uid)
     names = ("studies", "series", "instances")
     return base + "".join(f"/{name}/{uid}" for name, uid in zip(names, uids))
+
+
+class AnswerCache:
+    """Rendered answers of recent searches, each valid while the index's state token has
+    not changed since it was computed (``in_orthanc.Front._state``: the change log's last
+    entry and the count of each level, which every store or deletion changes; both are the
+    index's, so every node of a cluster sees every node's changes).
+
+    A viewer's study list and a cohort's searches repeat the same query: 64 clients asking
+    for ``/dicom-web/studies`` share one computation. At most :attr:`entries` answers and
+    :attr:`max_bytes` in all are kept, the least recently used dropped first; an answer larger
+    than a quarter of that is not kept. Not locked: the caller holds :attr:`ParentCache.lock`.
+    """
+
+    def __init__(self, entries: int = 32, max_bytes: int = 64 << 20) -> None:
+        self.entries, self.max_bytes = entries, max_bytes
+        self._answers: OrderedDict[tuple[str, ...], tuple[object, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple[str, ...], seq: object) -> bytes | None:
+        """The answer for ``key`` computed at state ``seq``, or None."""
+        hit = self._answers.get(key)
+        if hit is None or seq is None or hit[0] != seq:
+            return None
+        self._answers.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: tuple[str, ...], seq: object, data: bytes) -> None:
+        """Keep ``data`` as the answer for ``key`` at state ``seq``."""
+        old = self._answers.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        if seq is None or len(data) > self.max_bytes // 4:
+            return
+        self._answers[key] = (seq, data)
+        self._bytes += len(data)
+        while len(self._answers) > self.entries or self._bytes > self.max_bytes:
+            _, (_, dropped) = self._answers.popitem(last=False)
+            self._bytes -= len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._answers)
