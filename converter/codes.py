@@ -114,6 +114,22 @@ BREAST_SIDE_CODES: dict[str, Code] = {
 BREAST = Code("76752008", SCT, "Breast")  # CID 4013 (anatomic region), finding site
 
 GEOMETRIC_PURPOSE = Code("130400", DCM, "Geometric purpose of region")
+# --- AI results (converter.annotations.model_sr) ------------------------------------------------
+# A model's box or breast score: DCM 111047 "Probability of cancer" (CID 6048 "CAD Operating
+# Point Axis Label"; the concept orthanc-mammography writes), a ratio in [0, 1] with UCUM "1"
+# "no units" (CID 7181); a reader also accepts UCUM "%", orthanc-mammography's unit.
+PROBABILITY_OF_CANCER = Code("111047", DCM, "Probability of cancer")
+CERTAINTY_OF_FINDING = Code("111012", DCM, "Certainty of Finding")  # TID 4000 (CAD SR) score
+NO_UNITS = Code("1", "UCUM", "no units")
+PERCENT = Code("%", "UCUM", "Percent")
+# TID 4019 Algorithm Identification rows, and the device observer (TID 1004) of a model SR.
+ALGORITHM_NAME = Code("111001", DCM, "Algorithm Name")
+ALGORITHM_VERSION = Code("111003", DCM, "Algorithm Version")
+MAMMOGRAPHY_CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
+MODEL_SR_SERIES_NUMBER = 950
+MODEL_SR_DIR = "predictions"  # OUT/predictions/<name>-<version>/<study_id>.dcm
 BOUNDED_BY = Code("75958009", SCT, "Bounded by")  # CID 219
 IMAGING_PROCEDURE = Code("363679005", SCT, "Imaging procedure")
 MODIFYING_EQUIPMENT = Code("109103", DCM, "Modifying Equipment")  # CID 7005

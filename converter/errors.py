@@ -37,6 +37,11 @@ class OutputError(VindrError):
     """The output folder cannot be used: locked by another run, not writable, disk full."""
 
 
+class PredictionsError(VindrError):
+    """A model's predictions cannot be imported or evaluated at all (no CSV, wrong header,
+    bad model name, no such model in the PACS)."""
+
+
 class ManifestError(VindrError, ValueError):
     """A conversion output folder's manifest is missing or malformed."""
 
@@ -62,6 +67,7 @@ __all__ = [
     "EXIT_ITEMS_FAILED",
     "EXIT_OK",
     "EXIT_UNUSABLE",
+    "PredictionsError",
     "ExportError",
     "ManifestError",
     "OutputError",

@@ -131,6 +131,18 @@ def _check_record(path: Path, data: bytes, rows: list[ManifestRow]) -> None:
                else "") + " (cut or edited? convert writes both again)")
 
 
+def kept_rows(out_dir: Path, prefix: str, study_ids: set[str]) -> list[ManifestRow]:
+    """Rows of the current manifest under ``prefix`` (e.g. ``predictions/``) for exams in
+    ``study_ids`` whose file is still there: what a re-run of ``convert`` keeps of the
+    objects another command added (a model's SRs). [] without a readable manifest."""
+    try:
+        rows = read_manifest(out_dir)
+    except ManifestError:
+        return []
+    return [row for row in rows if row.path.startswith(prefix) and row.study_id in study_ids
+            and row.file(out_dir).is_file()]
+
+
 def write_manifest(out_dir: Path, rows: Iterable[ManifestRow], mode: int | None = None) -> Path:
     """Write ``out_dir/manifest.csv`` atomically, sorted by exam, kind and path, then its
     record ``manifest.json`` (``mode``: their permission bits)."""

@@ -79,6 +79,30 @@ def sr_uids(study_id: str) -> tuple[str, str]:
     return derived_uid("sr-series", study_id), derived_uid("sr", study_id)
 
 
+def model_sr_uids(name: str, version: str, study_id: str) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of model ``name`` ``version``'s SR of an exam.
+
+    A series of its own per model and version (in each exam): two models, or two versions
+    of one, coexist; a re-import gives the same UIDs.
+    """
+    return (derived_uid("model-sr-series", name, version, study_id),
+            derived_uid("model-sr", name, version, study_id))
+
+
+def model_tracking_uid(name: str, version: str, study_id: str, image_id: str, index: int) -> str:
+    """Tracking UID of the ``index``-th (0-based, CSV order) box of a model on an image."""
+    return derived_uid("model-finding", name, version, study_id, image_id, str(index))
+
+
+def is_ground_truth_sr(sop_instance_uid: str, study_uid: str) -> bool:
+    """True for the converter's own SR of the exam (the radiologists' annotations)."""
+    try:
+        study_id = uid_to_hex(study_uid)
+    except ValueError:
+        return False
+    return sop_instance_uid == sr_uids(study_id)[1]
+
+
 def finding_tracking_uid(study_id: str, image_id: str, index: int) -> str:
     """Tracking UID of the ``index``-th (0-based, CSV order) finding of an image.
 

@@ -29,7 +29,7 @@ from .annotations.sr import build_sr
 from .errors import OutputError, RepairError
 from .fileio import atomic_write
 from .image import convert_image, manifest_row
-from .manifest import MANIFEST_NAME, ManifestRow, write_manifest
+from .manifest import MANIFEST_NAME, ManifestRow, kept_rows, write_manifest
 from .output import (
     FILE_MODE,
     REPORT,
@@ -287,7 +287,10 @@ def convert_release(
         result = ConversionResult(out=out, problems=_problems_for(release, studies))
         results = _convert_studies(release, studies, out, options, workers, progress)
         _collect(studies, results, result)
-        _write_outputs(out, result, [row for s in studies for row in results[s.study_id].rows])
+        rows = [row for s in studies for row in results[s.study_id].rows]
+        # a model's SRs (`predictions import`) stay listed while their exams are
+        rows += kept_rows(out, f"{codes.MODEL_SR_DIR}/", {s.study_id for s in studies})
+        _write_outputs(out, result, rows)
     return result
 
 

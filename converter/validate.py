@@ -21,10 +21,11 @@ from pydicom.dataset import Dataset
 
 from . import codes
 from .annotations.checks import check_sr_seg
+from .annotations.model_sr import check_model_sr
 from .errors import ManifestError, ValidatorMissing
 from .fileio import hash_file
 from .manifest import ManifestRow, read_manifest
-from .naming import is_valid_uid, patient_id, uid_to_hex
+from .naming import is_ground_truth_sr, is_valid_uid, patient_id, uid_to_hex
 from .records import Problem, ProgressCallback
 
 _LINE = re.compile(r"^(Error|Warning) - (.*)$")
@@ -217,11 +218,18 @@ def annotation_issues(out: Path, rows: list[ManifestRow]) -> list[Problem]:
         by_study[row.study_id].append(row)
     issues = []
     for study_rows in by_study.values():
-        srs = [r for r in study_rows if r.kind == "SR"]
-        if not srs:
+        srs = [r for r in study_rows if r.kind == "SR"
+               and is_ground_truth_sr(r.sop_instance_uid, r.study_uid)]
+        models = [r for r in study_rows if r.kind == "SR" and r not in srs]
+        if not srs and not models:
             continue
         images = [pydicom.dcmread(out / r.path, stop_before_pixels=True)
                   for r in study_rows if r.kind == "MG"]
+        for row in models:  # a model's SR (`predictions import`)
+            issues += [_issue("model-sr", text, row)
+                       for text in check_model_sr(pydicom.dcmread(out / row.path), images)]
+        if not srs:
+            continue
         sr = pydicom.dcmread(out / srs[0].path)
         segs = [pydicom.dcmread(out / r.path) for r in study_rows if r.kind == "SEG"]
         issues += [_issue("sr-seg", text, srs[0]) for text in check_sr_seg(sr, segs, images)]

@@ -12,7 +12,7 @@ import typer
 
 from converter import __version__
 
-from . import account_commands, convert_commands, pacs_commands
+from . import account_commands, convert_commands, evaluation_commands, pacs_commands
 from .console import out, setup_logging
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ def _main(
 convert_commands.register(app)
 pacs_commands.register(app)
 account_commands.register(app)
+evaluation_commands.register(app)
 
 
 def main() -> None:

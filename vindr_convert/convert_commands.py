@@ -24,6 +24,9 @@ def synth(
     seed: Annotated[int, typer.Option(min=0, help="Random seed; same seed, same bytes.")] = 0,
     scale: Annotated[float, typer.Option(help="Shrink image sizes by this factor "
                                               "(1 = real sizes, ~20 MB per image).")] = 8.0,
+    model: Annotated[Path | None, typer.Option(
+        help="Also write a simulated model's BOXES.csv and BREASTS.csv into this folder "
+             "(for `predictions import`).")] = None,
 ) -> None:
     """Write a synthetic release with the real layout and every known defect."""
     with reported_errors():
@@ -33,6 +36,14 @@ def synth(
             summary = generate_release(out, studies=studies, seed=seed, scale=scale,
                                        progress=progress)
     screen.print(f"wrote {summary.studies} exams, {summary.images} images to {out}")
+    if model is not None:
+        with reported_errors():
+            from converter.synth import simulate_model
+
+            simulated = simulate_model(out, model, seed=seed)
+        screen.print(f"simulated model: {simulated.boxes} boxes ({simulated.found} of "
+                     f"{simulated.lesions} lesions found), {simulated.breasts} breasts in "
+                     f"{model}")
 
 
 def convert(

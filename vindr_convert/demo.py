@@ -1,10 +1,13 @@
-"""The main job on an embedded default: synthesize, convert, validate, serve, load, verify, query.
+"""The main job on an embedded default: synthesize, convert, score a simulated model, validate,
+serve, load, verify, query, evaluate.
 
 Everything lands in one work folder (default ``./vindr-demo``): ``release/`` (the synthetic
 release), ``out/`` (the converted objects), ``orthanc/`` (the PACS's data; as root, when the
 work folder is out of reach of the account the PACS runs as, ``/var/lib/vindr-dicom/demo``).
 Re-running reuses what is there: the release is kept, the conversion resumes, a PACS already
-running on the folder is reused and loading skips what is stored.
+running on the folder is reused and loading skips what is stored. A simulated AI model's
+predictions (``model/``, :func:`converter.synth.simulate_model`) are imported as its SRs,
+loaded with the rest and scored against the radiologists at the end (``report/``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from pynetdicom.status import code_to_category
 
+from converter.evaluation.evaluate import Evaluation
+from converter.evaluation.predictions import ImportResult, import_predictions
+from converter.evaluation.report import write_report
 from converter.pipeline import ConversionResult, convert_release
 from converter.release import BREAST_CSV
-from converter.synth import generate_release
+from converter.synth import generate_release, simulate_model
 from converter.validate import ValidationReport, validate_output
 from server.client import Connection, dicomweb_client
 from server.errors import ServerError
@@ -37,10 +43,12 @@ from server.pacs.settings import (
     ServerSettings,
     settings_from_json,
 )
+from server.transfer.evaluate import evaluate_pacs
 from server.transfer.load import LoadResult, load
 from server.transfer.verify import VerifyResult, verify
 from server.userconfig import config_path
 
+DEMO_MODEL = ("simulated-model", "1.0")  # name and version of the demo's AI model
 DEMO_AET = "VINDR-DEMO"  # the AE title the printed dcmtk examples call from
 DEMO_AET_PORT = 11113  # where it would receive a C-MOVE
 Step = Callable[[str], None]
@@ -52,6 +60,9 @@ class DemoResult:
 
     workdir: Path
     conversion: ConversionResult | None = None
+    predictions: ImportResult | None = None
+    evaluation: Evaluation | None = None
+    report: Path | None = None  # the evaluation's report.md
     validation: ValidationReport | None = None
     loaded: LoadResult | None = None
     verified: VerifyResult | None = None
@@ -63,8 +74,8 @@ class DemoResult:
     @property
     def ok(self) -> bool:
         return bool(
-            self.conversion and self.conversion.ok and self.validation and self.validation.ok
-            and self.loaded and self.loaded.ok and self.verified and self.verified.ok
+            self.conversion and self.conversion.ok and self.predictions
+            and self.predictions.ok and self.validation and self.validation.ok and self.loaded and self.loaded.ok and self.verified and self.verified.ok
         )
 
 
@@ -169,6 +180,13 @@ def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int 
     result.conversion = convert_release(release, out, workers=workers)
     if not result.conversion.ok:
         return result
+    name, version = DEMO_MODEL
+    step(f"predictions: a simulated AI model ({name} {version}) -> its SRs in {out}")
+    model = simulate_model(release, workdir / "model", seed=0)
+    result.predictions = import_predictions(out, name, version, model.boxes_csv,
+                                            model.breasts_csv)
+    if not result.predictions.ok:
+        return result
     step("validate (dciodvfy + project checks)")
     result.validation = validate_output(out, workers=workers)
     if not result.validation.ok:
@@ -193,6 +211,10 @@ def run_demo(workdir: Path, studies: int = 12, scale: float = 8.0, workers: int 
         result.viewer = start_viewer(settings, connection)
     except ServerError as exc:  # the archive works without it: say why, go on
         result.viewer_note = str(exc)
+    step(f"evaluate {name} {version} against the radiologists over DICOMweb")
+    front = Connection(settings.web_url, connection.username, connection.password)
+    result.evaluation = evaluate_pacs(front, name, version, split="all", workers=workers)
+    result.report = write_report(result.evaluation, workdir / "report")["report"]
     return result
 
 

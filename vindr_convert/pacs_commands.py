@@ -443,6 +443,9 @@ def _print_demo(result, snippet: str) -> None:
     if conversion is not None:
         out.print(f"converted {conversion.images} images of {conversion.studies} exams: "
                   f"{conversion.objects} ({conversion.errors} errors)")
+    if result.predictions is not None:
+        out.print(f"imported a simulated model: {result.predictions.studies} SRs, "
+                  f"{result.predictions.boxes} boxes, {result.predictions.breasts} breasts")
     if validation is not None:
         errors = sum(s.dciodvfy_errors for s in validation.stats.values())
         out.print(f"validated {sum(s.objects for s in validation.stats.values())} objects: "
@@ -476,4 +479,11 @@ def _print_demo(result, snippet: str) -> None:
                   "or the admin's, whose password is in the credentials file)")
     elif result.viewer_note:
         out.print(f"\nNo viewer: {result.viewer_note}")
+    if result.evaluation is not None:
+        from .evaluation_commands import print_summary
+
+        out.print("\n[bold]A simulated AI model against the radiologists[/] (`vindr-convert "
+                  "evaluate`):")
+        print_summary(result.evaluation.metrics())
+        out.print(f"  report: {result.report}")
     out.print("Stop the PACS with: vindr-convert stop")

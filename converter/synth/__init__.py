@@ -22,13 +22,15 @@ Modules, each depending only on those above it:
 - :mod:`.encode`: DICOM attributes, dataset and Part-10 bytes;
 - :mod:`.files`: writing images, CSVs, licence and checksums;
 - :mod:`.summary`: :class:`SynthSummary` and where the errata ended up;
-- :mod:`.generate`: :func:`generate_release`, the driver.
+- :mod:`.generate`: :func:`generate_release`, the driver;
+- :mod:`.model`: :func:`simulate_model`, a simulated AI model's predictions (for ``evaluate``).
 """
 
 from __future__ import annotations
 
 from .errata import STUDY_ERRATA, STUDY_ROLES
 from .generate import generate_release
+from .model import SimulatedModel, simulate_model
 from .plan import hex_id, plan_studies
 from .records import StudyPlan
 from .summary import SynthSummary
@@ -38,6 +40,7 @@ __all__ = [
     "CHEST_WALL_LEFT",
     "STUDY_ERRATA",
     "STUDY_ROLES",
+    "SimulatedModel",
     "StudyPlan",
     "SynthSummary",
     "chest_wall_on_left",
@@ -45,4 +48,5 @@ __all__ = [
     "hex_id",
     "plan_studies",
     "scaled_size",
+    "simulate_model",
 ]

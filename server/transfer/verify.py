@@ -30,9 +30,11 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
 from converter.annotations import check_sr_seg
+from converter.annotations.model_sr import check_model_sr
 from converter.errors import ExportError, ReleaseError
 from converter.export import compare_with_release, rows_from_datasets
 from converter.manifest import KINDS, ManifestRow, read_manifest
+from converter.naming import is_ground_truth_sr
 from converter.naming import patient_id as exam_patient_id
 from converter.records import Problem, ProgressCallback
 from converter.release import BREAST_CSV, BREAST_HEADER, read_csv_rows
@@ -317,11 +319,17 @@ def compare_annotations(
     problems: list[Problem] = []
     for study in studies:
         study_id = study_ids[study.study_uid]
+        ground_truth = [sr for sr in study.sr if is_ground_truth_sr(
+            str(sr.get("SOPInstanceUID", "")), study.study_uid)]
         for sr in study.sr:
-            problems += [_problem("pacs-sr-seg", study_id, text)
-                         for text in check_sr_seg(sr, study.seg, study.mg_headers)]
+            if sr in ground_truth:
+                problems += [_problem("pacs-sr-seg", study_id, text)
+                             for text in check_sr_seg(sr, study.seg, study.mg_headers)]
+            else:  # a model's SR (`predictions import`)
+                problems += [_problem("pacs-model-sr", study_id, text)
+                             for text in check_model_sr(sr, study.mg_headers)]
         try:
-            rows = rows_from_datasets(study.mg_headers, study.sr)
+            rows = rows_from_datasets(study.mg_headers, ground_truth)
         except ExportError as exc:
             problems += [_problem("pacs-annotations", study_id, text) for text in exc.problems]
             continue

@@ -42,6 +42,12 @@ def test_demo_runs_end_to_end_and_reruns_idempotently(monkeypatch) -> None:
         answers = {what: answer for what, _, answer in first.queries}
         assert answers["C-FIND: test-split studies"] == answers["QIDO-RS: test studies"]
         assert any(step.startswith("query") for step in steps)
+        assert first.predictions is not None and first.predictions.studies == 4
+        assert first.evaluation is not None and first.report is not None
+        metrics = first.evaluation.metrics()
+        assert metrics["exams_with_model"] == metrics["exams"] == 4
+        assert metrics["lesion"]["true_positives"] > 0
+        assert first.report.is_file() and (first.report.parent / "metrics.json").is_file()
 
         again = run_demo(tmp_path, studies=4, scale=32, workers=2, step=steps.append)
         assert again.ok

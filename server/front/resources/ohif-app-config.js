@@ -73,7 +73,8 @@ const hydrateSrOn4up = ({ servicesManager, commandsManager }) => {
   const hydrate = async () => {
     if (hangingProtocolService.getActiveProtocol?.()?.protocol?.id !== vindrMammo4up.id) return;
     const sets = displaySetService.getActiveDisplaySets();
-    const sr = sets.find(ds => ds.Modality === 'SR');
+    // the radiologists' SR; a model's (`predictions import`: series "AI <name> <version>") is not
+    const sr = sets.find(ds => ds.Modality === 'SR' && !String(ds.SeriesDescription || '').startsWith('AI '));
     if (!sr || done.has(sr.displaySetInstanceUID)) return;
     const views = [...viewportGridService.getState().viewports.values()];
     if (views.length !== 4 || views.some(v => !v.displaySetInstanceUIDs?.length)) return;
