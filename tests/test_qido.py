@@ -186,3 +186,28 @@ def test_the_answer_cache_is_bounded() -> None:
     for name in "abcdefgh":
         cache.put((name,), 1, b"." * 100)
     assert len(cache) == 4  # 400 bytes at most
+
+
+def test_many_series_of_few_studies_are_fetched_per_study() -> None:
+    """OHIF's first page (101 studies, ~600 series) asks each study's series, never the
+    whole series level (10 s on the archive on PostgreSQL)."""
+    calls: list[tuple[str, str]] = []
+    studies = [{"ID": f"st{i}", "Series": [f"se{i}-{j}" for j in range(6)]} for i in range(101)]
+
+    def call(method: str, path: str, body: object) -> object:
+        calls.append((method, path))
+        if path == "/changes?last":
+            return {"Last": 0}
+        study = path.split("/")[2]
+        i = int(study[2:])
+        return [{"ID": f"se{i}-{j}", "MainDicomTags": {"Modality": "MG" if j < 4 else "SR"},
+                 "ParentStudy": study} for j in range(6)]
+
+    cache = qido.ParentCache(call)
+    cache.resolve_children(studies)
+    assert [m for m, _ in calls] == ["GET"] * 101
+    assert all(p.startswith("/studies/st") and p.endswith("/series") for _, p in calls)
+    assert cache.modalities(studies[7]["Series"]) == "MG\\SR"
+    calls.clear()
+    cache.resolve_children(studies)
+    assert calls == []  # all known now
