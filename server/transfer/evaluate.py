@@ -25,7 +25,7 @@ from converter.records import ProgressCallback
 
 from server.client import Connection, dicomweb_client
 from server.errors import ServerError
-from server.transfer.verify import RETRIABLE_STATUS, RETRY_ATTEMPTS
+from server.transfer.verify import retrying_client
 
 
 def split_studies(connection: Connection, split: str) -> list[tuple[str, str]]:
@@ -79,10 +79,7 @@ def fetch_exams(connection: Connection, studies: Sequence[tuple[str, str]], work
 
     def fetch(item: tuple[str, str]) -> ExamObjects:
         if not hasattr(local, "client"):
-            local.client = dicomweb_client(connection)
-            local.client.set_http_retry_params(
-                retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250,
-                retriable_error_codes=RETRIABLE_STATUS)
+            local.client = retrying_client(connection)
         try:
             return fetch_exam(local.client, *item)
         except requests.RequestException as exc:

@@ -159,6 +159,16 @@ def fetch_study(client: DICOMwebClient, study_uid: str) -> StudyObjects:
     return study
 
 
+def retrying_client(connection: Connection) -> DICOMwebClient:
+    """A dicomweb-client for ``connection`` that retries what a busy PACS (503, 429) or a
+    proxy hiccup answers, with its own exponential wait (one per thread: a session each)."""
+    client = dicomweb_client(connection)
+    client.set_http_retry_params(
+        retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250,
+        retriable_error_codes=RETRIABLE_STATUS)
+    return client
+
+
 def fetch_studies(
     connection: Connection, study_uids: Sequence[str], workers: int = 2
 ) -> Iterator[StudyObjects]:
@@ -173,11 +183,7 @@ def fetch_studies(
 
     def fetch(uid: str) -> StudyObjects:
         if not hasattr(local, "client"):
-            local.client = dicomweb_client(connection)
-            # dicomweb-client's own retries: a busy PACS (503, 429) or a proxy hiccup
-            local.client.set_http_retry_params(
-                retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250,
-                retriable_error_codes=RETRIABLE_STATUS)
+            local.client = retrying_client(connection)
         try:
             return fetch_study(local.client, uid)
         except requests.HTTPError as exc:

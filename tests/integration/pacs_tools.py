@@ -156,6 +156,13 @@ def running_pacs(settings: ServerSettings, with_accounts: bool = True) -> Iterat
         running.stop()
 
 
+def files_read(pacs: Pacs) -> int:
+    """W001 warnings ("Accessing DICOM tags from storage": Orthanc read a DICOM file to
+    answer a query) in every node's Orthanc log."""
+    logs = Path(pacs.settings.data_dir).rglob("logs/*.log*")
+    return sum(p.read_text(errors="replace").count("W001") for p in logs if not p.is_symlink())
+
+
 def c_find_answers(assoc, query: Dataset, model: object) -> list[Dataset]:
     """The identifiers a C-FIND on ``assoc`` answers (every status checked), then the
     association is released."""
