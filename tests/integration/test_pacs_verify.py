@@ -14,7 +14,7 @@ import pytest
 
 from pacs_testdata import hex_id, make_output
 from pacs_tools import Pacs
-from server.client import dicomweb_client
+from server.client import OrthancClient, dicomweb_client
 from server.errors import ServerError
 from server.transfer.load import load
 from converter.manifest import read_manifest, write_manifest
@@ -136,7 +136,12 @@ def test_a_conflicting_patient_id_is_a_difference_not_an_abort(pacs: Pacs,
     intruder.PatientID = "SOMEONE-ELSE"
     intruder.SOPInstanceUID = "1.2.826.0.1.3680043.10.99.1"
     dicomweb_client(pacs.connection).store_instances([intruder])
-    result = verify(output.release, out, pacs.connection)
+    client = OrthancClient.connect(pacs.connection)
+    try:
+        result = verify(output.release, out, pacs.connection)
+    finally:  # the session's PACS serves that exam again (other tests read every exam)
+        held = client.instance_index({intruder.StudyInstanceUID})
+        client.delete_instance(held[intruder.SOPInstanceUID].orthanc_id)
     about = {p.study_id for p in result.problems}
     assert about == {study.study_id}, result.problems
     assert "pacs-patient-id" in {p.code for p in result.problems}
